@@ -1,0 +1,38 @@
+"""Latent-multiplier correction for sd15-flow-lune (SPEC §1 "latent multiplier").
+
+The lune card: the model "was trained with many raw unscaled latents, makes default output hazy"; the fix is
+to multiply the sampled latent by a factor < 1 before VAE decoding ("lower it if the image is too bright or
+pixelated"). The author's number is only in a screenshot, so "auto" estimates it per image:
+
+    factor = clamp(target_std / std(latent), lo, hi)
+
+where ``latent`` is what ComfyUI hands to VAEDecode (raw VAE space) and ``target_std = 1 / 0.18215`` —
+the spread SD1.5's VAE latents have by construction of the 0.18215 scale factor. ``hi = 1`` means auto only
+ever darkens/softens, never amplifies. Bounds and target are module constants (README "Decisions").
+"""
+from __future__ import annotations
+
+import torch
+
+SD15_SCALE_FACTOR = 0.18215
+AUTO_TARGET_STD = 1.0 / SD15_SCALE_FACTOR
+AUTO_MIN_FACTOR = 0.25
+AUTO_MAX_FACTOR = 1.0
+MANUAL_RANGE = (0.0, 4.0)
+
+
+def estimate_multiplier(latent: torch.Tensor, target_std: float = AUTO_TARGET_STD,
+                        lo: float = AUTO_MIN_FACTOR, hi: float = AUTO_MAX_FACTOR) -> torch.Tensor:
+    """Per-sample factor ``clamp(target_std / std(x_b), lo, hi)`` for a [B, C, H, W] latent; returns [B]."""
+    if latent.ndim < 3:
+        raise ValueError(f"expected a [B, C, H, W] latent, got shape {tuple(latent.shape)}")
+    flat = latent.detach().float().reshape(latent.shape[0], -1)
+    std = flat.std(dim=1, unbiased=False).clamp_min(1e-6)
+    return (target_std / std).clamp(lo, hi)
+
+
+def apply_multiplier(latent: torch.Tensor, factor: torch.Tensor | float) -> torch.Tensor:
+    """``latent · factor`` with a scalar or per-sample [B] factor; returns a new tensor of latent's dtype."""
+    if isinstance(factor, torch.Tensor) and factor.ndim == 1:
+        factor = factor.to(latent.device, torch.float32).view(-1, *([1] * (latent.ndim - 1)))
+    return (latent.float() * factor).to(latent.dtype)

@@ -1,0 +1,510 @@
+"""Reading and writing Lyra v1 checkpoints (SPEC §2, "Files").
+
+Accepted inputs of :func:`load_lyra`:
+
+* a directory holding ``model.safetensors`` or ``model.pt`` (+ ``config.json``),
+  e.g. a Hugging Face snapshot of ``AbstractPhil/vae-lyra``;
+* the trainer ``model.pt``: a torch zip pickle
+  ``{model_state_dict, optimizer_state_dict, global_step, epoch, best_loss,
+  config, scheduler_state_dict}`` whose storages are tagged ``cuda:0``;
+* a bare state-dict ``.pt`` / ``.pth``;
+* a ``.safetensors`` file (optionally with the config in its metadata, as
+  written by :func:`save_lyra_safetensors`).
+
+The format is detected from the file's first bytes, not its extension.
+
+Pickles are only ever read with ``torch.load(weights_only=True,
+map_location="cpu")``; zip pickles additionally with ``mmap=True`` so the
+~136 MB of AdamW moments in the trainer file are mapped, never read. Legacy
+(pre-1.6, non-zip) pickles cannot be memory-mapped and are read normally.
+
+Config priority: explicit ``config`` argument > ``<stem>.json`` / ``config.json``
+beside the weights > config embedded in the file (``model.pt["config"]`` or
+safetensors metadata) > SPEC §2 defaults. The chosen source is logged.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import pickle
+import re
+from typing import Any, Mapping
+
+import torch
+
+from .cantor import cantor_coordinates, routes_problem
+from .config import LyraConfig
+from .errors import LyraCheckpointError, LyraConfigError, LyraError, LyraUnsafeFileError
+from .model import LyraVAE
+
+logger = logging.getLogger("lune.lyra")
+
+__all__ = [
+    "LyraLoadInfo",
+    "RawCheckpoint",
+    "load_lyra",
+    "read_checkpoint",
+    "resolve_checkpoint_path",
+    "save_lyra_safetensors",
+    "OPTIONAL_PREFIXES",
+]
+
+#: Tensors that newer author code adds for a training loss only (SPEC §2);
+#: tolerated and dropped.
+OPTIONAL_PREFIXES = ("cross_modal_projections.",)
+#: Wrapper prefixes stripped when *every* key carries them (DataParallel, torch.compile).
+_WRAPPER_PREFIXES = ("module.", "_orig_mod.")
+#: Containers in a trainer dict that may hold the model weights, in order of preference.
+_STATE_CONTAINERS = ("model_state_dict", "state_dict", "model")
+_DIR_NAMES = ("model.safetensors", "model.pt", "model.pth")
+_SUFFIXES = (".safetensors", ".pt", ".pth", ".ckpt", ".bin")
+#: Keys whose presence marks a JSON/dict as a Lyra (trainer) config.
+_CONFIG_MARKERS = ("modality_dims", "fusion_strategy", "latent_dim", "hidden_dim", "fusion_heads")
+_META_CONFIG_KEY = "lyra_config"
+_LIST_LIMIT = 8
+_REDOWNLOAD = "Re-download it (the published vae-lyra model.pt is 204,947,755 bytes)."
+
+
+@dataclasses.dataclass(frozen=True)
+class LyraLoadInfo:
+    """What :func:`load_lyra` read; attached to the model as ``model.load_info``."""
+
+    path: str
+    format: str  # "torch-zip" | "torch-legacy" | "safetensors"
+    container: str  # "model_state_dict", "state_dict", "model", or "bare"
+    config_source: str
+    global_step: int | None = None
+    epoch: int | None = None
+    best_loss: float | None = None
+    dropped_keys: tuple[str, ...] = ()
+
+
+@dataclasses.dataclass
+class RawCheckpoint:
+    """Tensors and metadata of one file, before any config or key checks."""
+
+    state: dict[str, torch.Tensor]
+    embedded_config: Mapping[str, Any] | None
+    format: str
+    container: str
+    meta: dict[str, Any]
+
+
+# --------------------------------------------------------------------------- paths
+def resolve_checkpoint_path(path_or_dir: str | os.PathLike[str]) -> str:
+    """Return the weights file for a file or directory argument.
+
+    In a directory: ``model.safetensors`` > ``model.pt`` > ``model.pth`` >
+    the only file with a checkpoint suffix. Raises :class:`LyraCheckpointError`.
+    """
+    path = os.fspath(path_or_dir)
+    if not os.path.exists(path):
+        raise LyraCheckpointError(
+            f"Lyra checkpoint not found: {path}. Download AbstractPhil/vae-lyra (model.pt + config.json) "
+            f"and point the loader at the file or its folder."
+        )
+    if not os.path.isdir(path):
+        return path
+    for name in _DIR_NAMES:
+        candidate = os.path.join(path, name)
+        if os.path.isfile(candidate):
+            return candidate
+    found = sorted(
+        n for n in os.listdir(path) if n.lower().endswith(_SUFFIXES) and os.path.isfile(os.path.join(path, n))
+    )
+    if len(found) == 1:
+        return os.path.join(path, found[0])
+    if not found:
+        raise LyraCheckpointError(
+            f"No Lyra weights in folder {path}: expected model.pt or model.safetensors "
+            f"(from AbstractPhil/vae-lyra)."
+        )
+    raise LyraCheckpointError(
+        f"Folder {path} holds several checkpoint files {_short(found)}; rename the Lyra one to model.pt "
+        f"or model.safetensors, or pass the file itself."
+    )
+
+
+def _sniff(path: str) -> str:
+    """Detect the container from the first bytes: torch zip, safetensors or legacy pickle."""
+    try:
+        size = os.path.getsize(path)
+        with open(path, "rb") as fh:
+            head = fh.read(16)
+    except OSError as exc:
+        raise LyraCheckpointError(f"Cannot read {path}: {exc}.") from exc
+    if size == 0:
+        raise LyraCheckpointError(f"{path} is empty (0 bytes): the download did not finish. {_REDOWNLOAD}")
+    if head.startswith(b"PK\x03\x04"):
+        return "torch-zip"
+    if len(head) >= 9 and head[8:9] == b"{":
+        header_len = int.from_bytes(head[:8], "little")
+        if 0 < header_len < 100_000_000:
+            return "safetensors"
+    if head[:1] == b"\x80":
+        return "torch-legacy"
+    raise LyraCheckpointError(
+        f"{path} is not a checkpoint format Lyra can read (neither a torch .pt nor a .safetensors; "
+        f"first bytes {head[:8]!r}). It may be corrupt or an HTML error page. {_REDOWNLOAD}"
+    )
+
+
+# --------------------------------------------------------------------------- reading
+def _first_line_with(text: str, *needles: str) -> str:
+    for line in text.splitlines():
+        if any(n in line for n in needles):
+            return line.strip()
+    return ""
+
+
+def _unsafe_error(path: str, exc: BaseException) -> LyraUnsafeFileError:
+    text = str(exc)
+    match = re.search(r"GLOBAL\s+([\w.]+)", text)
+    tail = (
+        "Nothing from the file was executed. Use Lyra weights from a trusted source "
+        "(AbstractPhil/vae-lyra), preferably as .safetensors."
+    )
+    if match:
+        return LyraUnsafeFileError(
+            f"{path} was refused: it is a pickle that tries to import and run code ({match.group(1)}), "
+            f"not just tensors. {tail}"
+        )
+    detail = _first_line_with(text, "Unsupported") or (text.splitlines()[0] if text else type(exc).__name__)
+    return LyraUnsafeFileError(
+        f"{path} was refused: its pickle uses instructions that a weights-only load does not allow "
+        f"({detail}); it may try to run code, or it is corrupt. {tail}"
+    )
+
+
+def _torch_load(path: str, fmt: str) -> Any:
+    """``torch.load(weights_only=True, map_location="cpu")``, memory-mapped when possible.
+
+    Legacy (non-zip) pickles cannot be mapped. A pickle misnamed ``*.safetensors``
+    is passed as an open file, because ``torch.load`` hands any path with that
+    suffix to safetensors; it is then read without mmap.
+    """
+    misnamed = path.endswith(".safetensors")
+    mmap = fmt == "torch-zip" and not misnamed
+    if not mmap:
+        logger.debug("%s: reading the pickle fully (legacy format or misnamed; no mmap)", path)
+    try:
+        if misnamed:
+            with open(path, "rb") as fh:
+                return torch.load(fh, map_location="cpu", weights_only=True, mmap=False)
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+    except pickle.UnpicklingError as exc:
+        raise _unsafe_error(path, exc) from exc
+    except Exception as exc:  # truncated/corrupt: torch raises RuntimeError, EOFError, IndexError, ...
+        first = str(exc).splitlines()[0] if str(exc) else ""
+        raise LyraCheckpointError(
+            f"{path} could not be read; it looks truncated or corrupt ({type(exc).__name__}: {first}). {_REDOWNLOAD}"
+        ) from exc
+
+
+def _read_safetensors(path: str) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    from safetensors import safe_open
+
+    try:
+        with safe_open(path, framework="pt", device="cpu") as fh:
+            meta = dict(fh.metadata() or {})
+            state = {key: fh.get_tensor(key) for key in fh.keys()}
+    except Exception as exc:  # safetensors raises SafetensorError / OSError on bad files
+        raise LyraCheckpointError(
+            f"{path} could not be read as safetensors; it looks truncated or corrupt "
+            f"({type(exc).__name__}: {exc}). Re-download or re-convert it."
+        ) from exc
+    return state, meta
+
+
+def _extract_state(obj: Any, path: str) -> tuple[Mapping[str, Any], str]:
+    if not isinstance(obj, Mapping):
+        raise LyraCheckpointError(
+            f"{path} holds a {type(obj).__name__}, not a state dict or trainer checkpoint. "
+            f"Use model.pt from AbstractPhil/vae-lyra."
+        )
+    for key in _STATE_CONTAINERS:
+        if isinstance(obj.get(key), Mapping):
+            return obj[key], key
+    if obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
+        return obj, "bare"
+    raise LyraCheckpointError(
+        f"{path} has top-level entries {_short(sorted(map(str, obj)))} but no 'model_state_dict' and is not a "
+        f"plain state dict. Use model.pt from AbstractPhil/vae-lyra."
+    )
+
+
+def read_checkpoint(path: str | os.PathLike[str]) -> RawCheckpoint:
+    """Read tensors (CPU, original dtype) and any embedded config from one file."""
+    path = os.fspath(path)
+    fmt = _sniff(path)
+    ext = os.path.splitext(path)[1].lower()
+    if (fmt == "safetensors") != (ext == ".safetensors"):
+        logger.warning("%s: content is %s despite the %r extension; reading it as %s", path, fmt, ext or "(none)", fmt)
+    if fmt == "safetensors":
+        state, meta = _read_safetensors(path)
+        embedded = None
+        if _META_CONFIG_KEY in meta:
+            try:
+                embedded = json.loads(meta[_META_CONFIG_KEY])
+            except json.JSONDecodeError as exc:
+                raise LyraCheckpointError(
+                    f"{path}: the Lyra config in the safetensors metadata is not valid JSON ({exc}). "
+                    f"Put the vae-lyra config.json beside the file."
+                ) from exc
+        return RawCheckpoint(dict(state), embedded, fmt, "bare", {})
+
+    obj = _torch_load(path, fmt)
+    state, container = _extract_state(obj, path)
+    bad = sorted(str(k) for k, v in state.items() if not isinstance(v, torch.Tensor))
+    if bad:
+        raise LyraCheckpointError(
+            f"{path}: entries {_short(bad)} of '{container}' are not tensors; this is not a Lyra state dict."
+        )
+    meta: dict[str, Any] = {}
+    embedded = None
+    if container != "bare":
+        for key in ("global_step", "epoch", "best_loss"):
+            value = obj.get(key)
+            if isinstance(value, torch.Tensor) and value.numel() == 1:
+                value = value.item()
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                meta[key] = value
+        cfg = obj.get("config")
+        if isinstance(cfg, Mapping):
+            embedded = cfg
+    return RawCheckpoint(dict(state), embedded, fmt, container, meta)
+
+
+# --------------------------------------------------------------------------- config
+def _looks_like_lyra_config(d: Any) -> bool:
+    return isinstance(d, Mapping) and any(k in d for k in _CONFIG_MARKERS)
+
+
+def _resolve_config(
+    explicit: LyraConfig | Mapping[str, Any] | str | os.PathLike[str] | None,
+    weights_path: str,
+    embedded: Mapping[str, Any] | None,
+) -> tuple[LyraConfig, str]:
+    if explicit is not None:
+        if isinstance(explicit, LyraConfig):
+            return explicit, "explicit LyraConfig argument"
+        if isinstance(explicit, Mapping):
+            return LyraConfig.from_dict(explicit, source="config argument"), "explicit config dict argument"
+        if isinstance(explicit, (str, os.PathLike)):
+            cfg_path = os.fspath(explicit)
+            return LyraConfig.from_json(cfg_path), f"explicit config file {cfg_path}"
+        raise LyraConfigError(
+            f"config must be a LyraConfig, a dict or a path to config.json, got {type(explicit).__name__}."
+        )
+
+    folder = os.path.dirname(os.path.abspath(weights_path))
+    stem = os.path.splitext(os.path.basename(weights_path))[0]
+    candidates = [os.path.join(folder, stem + ".json"), os.path.join(folder, "config.json")]
+    for cand in dict.fromkeys(candidates):  # de-duplicate, keep order
+        if not os.path.isfile(cand):
+            continue
+        try:
+            with open(cand, "r", encoding="utf-8") as fh:
+                data = json.load(fh)
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise LyraConfigError(
+                f"{cand} beside the Lyra weights is not readable JSON ({exc}). Replace it with the config.json "
+                f"from AbstractPhil/vae-lyra or remove it."
+            ) from exc
+        if not _looks_like_lyra_config(data):
+            logger.warning("%s has no Lyra settings (%s); ignoring it", cand, ", ".join(_CONFIG_MARKERS))
+            continue
+        return LyraConfig.from_dict(data, source=cand), f"{cand} beside the weights"
+
+    if embedded is not None and _looks_like_lyra_config(embedded):
+        source = f"config embedded in {weights_path}"
+        return LyraConfig.from_dict(embedded, source=source), source
+    return LyraConfig(), "SPEC defaults (no config.json beside the weights, none embedded)"
+
+
+# --------------------------------------------------------------------------- state
+def _short(items: list[str] | tuple[str, ...], limit: int = _LIST_LIMIT) -> str:
+    items = list(items)
+    shown = ", ".join(items[:limit])
+    more = f", … and {len(items) - limit} more" if len(items) > limit else ""
+    return f"[{shown}{more}]"
+
+
+def _strip_wrappers(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    changed = True
+    while changed and state:
+        changed = False
+        for prefix in _WRAPPER_PREFIXES:
+            if all(k.startswith(prefix) for k in state):
+                state = {k[len(prefix):]: v for k, v in state.items()}
+                logger.debug("stripped key prefix %r", prefix)
+                changed = True
+    return state
+
+
+def _check_state(
+    state: dict[str, torch.Tensor], model: LyraVAE, path: str, config_source: str
+) -> tuple[dict[str, torch.Tensor], tuple[str, ...]]:
+    """Drop optional keys, then require the exact key set and shapes of ``model``."""
+    dropped = tuple(sorted(k for k in state if k.startswith(OPTIONAL_PREFIXES)))
+    if dropped:
+        logger.info(
+            "%s: ignoring %d unused tensors %s (training-loss only, SPEC §2)", path, len(dropped), _short(dropped, 4)
+        )
+        drop = set(dropped)
+        state = {k: v for k, v in state.items() if k not in drop}
+
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    problems = []
+    if missing:
+        problems.append(f"missing {len(missing)} keys {_short(missing)}")
+    if unexpected:
+        problems.append(f"unexpected {len(unexpected)} keys {_short(unexpected)}")
+    if problems:
+        raise LyraCheckpointError(
+            f"{path} is not a Lyra v1 (AbstractPhil/vae-lyra) state dict: {'; '.join(problems)}. "
+            f"Use model.pt from AbstractPhil/vae-lyra; other Lyra variants (SDXL, adaptive_cantor) are not supported."
+        )
+
+    mismatched = [
+        f"{k}: file {list(state[k].shape)} vs model {list(expected[k].shape)}"
+        for k in sorted(expected)
+        if tuple(state[k].shape) != tuple(expected[k].shape)
+    ]
+    if mismatched:
+        raise LyraCheckpointError(
+            f"{path}: tensor shapes do not match the config (from {config_source}): {_short(mismatched, 5)}. "
+            f"Use the config.json that ships with these weights (vae-lyra: clip 768, t5 768, hidden 1024, latent 768)."
+        )
+
+    bad_dtype = sorted(
+        k
+        for k, v in state.items()
+        if v.is_complex() or (expected[k].is_floating_point() and not v.is_floating_point())
+    )
+    if bad_dtype:
+        raise LyraCheckpointError(
+            f"{path}: tensors {_short(bad_dtype)} have unusable dtypes; the file is corrupt. {_REDOWNLOAD}"
+        )
+
+    nonfinite = sorted(k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all()))
+    if nonfinite:
+        raise LyraCheckpointError(
+            f"{path}: tensors {_short(nonfinite)} contain NaN or Inf; the weights are corrupt. {_REDOWNLOAD}"
+        )
+
+    routes_key = "fusion.modality_routes"
+    problem = routes_problem(state[routes_key], len(model.modality_names))
+    if problem:
+        raise LyraCheckpointError(f"{path}: {problem}. The file is corrupt or from another model. {_REDOWNLOAD}")
+    return state, dropped
+
+
+# --------------------------------------------------------------------------- public
+def load_lyra(
+    path_or_dir: str | os.PathLike[str],
+    config: LyraConfig | Mapping[str, Any] | str | os.PathLike[str] | None = None,
+    device: str | torch.device = "cpu",
+) -> LyraVAE:
+    """Load Lyra v1 weights into an eval-mode fp32 :class:`LyraVAE` on ``device``.
+
+    Parameters are frozen (``requires_grad=False``). The stored
+    ``fusion.modality_cantor_coords`` / ``fusion.modality_routes`` buffers are
+    loaded as-is (authoritative, SPEC §2 step 3). ``model.load_info`` is a
+    :class:`LyraLoadInfo` describing what was read.
+
+    Raises :class:`LyraCheckpointError` (missing / truncated / corrupt file,
+    key or shape mismatch), :class:`LyraUnsafeFileError` (pickle that tries to
+    run code; refused, nothing executed) or :class:`LyraConfigError`.
+    """
+    path = resolve_checkpoint_path(path_or_dir)
+    raw = read_checkpoint(path)
+    cfg, source = _resolve_config(config, path, raw.embedded_config)
+    logger.info("Lyra: loading %s (%s) with config from %s", path, raw.format, source)
+    if raw.meta:
+        logger.info("Lyra: trainer state %s", ", ".join(f"{k}={v}" for k, v in raw.meta.items()))
+
+    model = LyraVAE(cfg)
+    state = _strip_wrappers(raw.state)
+    raw.state = {}
+    state, dropped = _check_state(state, model, path, source)
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:  # defensive: _check_state should have caught every mismatch
+        raise LyraCheckpointError(f"{path}: weights do not fit the Lyra module ({exc}).") from exc
+    del state
+
+    fusion = model.fusion
+    recomputed = cantor_coordinates(len(model.modality_names))
+    if not torch.equal(fusion.modality_cantor_coords.cpu(), recomputed):
+        logger.info(
+            "Lyra: stored Cantor coords %s differ from recomputed %s; using the stored ones",
+            fusion.modality_cantor_coords.tolist(),
+            recomputed.tolist(),
+        )
+
+    model = model.to(device=device, dtype=torch.float32)
+    model.eval()
+    model.requires_grad_(False)
+    model.load_info = LyraLoadInfo(
+        path=path,
+        format=raw.format,
+        container=raw.container,
+        config_source=source,
+        global_step=raw.meta.get("global_step"),
+        epoch=raw.meta.get("epoch"),
+        best_loss=raw.meta.get("best_loss"),
+        dropped_keys=dropped,
+    )
+    return model
+
+
+def save_lyra_safetensors(
+    model_or_state: LyraVAE | Mapping[str, torch.Tensor],
+    path: str | os.PathLike[str],
+    config: LyraConfig | Mapping[str, Any] | None = None,
+) -> str:
+    """Write weights as ``.safetensors``; never overwrites an existing file.
+
+    The config (``config`` argument, else ``model.config``) is stored as JSON in
+    the metadata key ``lyra_config`` so the file loads on its own. Returns the
+    path. Raises :class:`LyraCheckpointError` if ``path`` already exists.
+    """
+    from safetensors.torch import save as st_save
+
+    path = os.fspath(path)
+    if isinstance(model_or_state, LyraVAE):
+        state: Mapping[str, torch.Tensor] = model_or_state.state_dict()
+        cfg = config if config is not None else model_or_state.config
+    elif isinstance(model_or_state, Mapping):
+        state, cfg = model_or_state, config
+    else:
+        raise LyraError(f"save_lyra_safetensors needs a LyraVAE or a state dict, got {type(model_or_state).__name__}.")
+    if isinstance(cfg, Mapping):
+        cfg = LyraConfig.from_dict(cfg, source="config argument")
+
+    exists_msg = f"{path} already exists; refusing to overwrite it. Choose another file name or delete it first."
+    if os.path.exists(path):
+        raise LyraCheckpointError(exists_msg)
+    tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in state.items()}
+    metadata = {"format": "pt", "lyra_format": "vae-lyra-v1"}
+    if cfg is not None:
+        metadata[_META_CONFIG_KEY] = json.dumps(cfg.to_dict(), sort_keys=True)
+    data = st_save(tensors, metadata=metadata)
+    try:
+        fh = open(path, "xb")  # exclusive create: fails if the file appeared meanwhile
+    except FileExistsError:
+        raise LyraCheckpointError(exists_msg) from None
+    try:
+        with fh:
+            fh.write(data)
+    except BaseException:
+        os.unlink(path)
+        raise
+    logger.info("Lyra: wrote %s (%d tensors)", path, len(tensors))
+    return path

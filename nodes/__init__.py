@@ -1,0 +1,30 @@
+"""ComfyUI node classes of the pack — the only place that imports comfy."""
+from __future__ import annotations
+
+from . import paths, sampler
+from .convert import LuneConvertToSafetensors
+from .latent import LuneLatentMultiply
+from .loader import LuneModelLoader
+from .sampler import LuneSamplerAdapter
+from .shift import LuneShift
+
+NODE_CLASS_MAPPINGS = {
+    "LuneModelLoader": LuneModelLoader,
+    "LuneShift": LuneShift,
+    "LuneLatentMultiply": LuneLatentMultiply,
+    "LuneSamplerAdapter": LuneSamplerAdapter,
+    "LuneConvertToSafetensors": LuneConvertToSafetensors,
+}
+NODE_DISPLAY_NAME_MAPPINGS = {
+    "LuneModelLoader": "Load Lune Model",
+    "LuneShift": "Lune Flow Shift",
+    "LuneLatentMultiply": "Lune Latent Multiply",
+    "LuneSamplerAdapter": "Lune Sampler Adapter",
+    "LuneConvertToSafetensors": "Lune Convert to Safetensors",
+}
+
+
+def setup() -> None:
+    """Side effects ComfyUI needs once: model folders and the stock sampler/scheduler list entries."""
+    paths.register_folders()
+    sampler.register_in_stock_lists()

@@ -1,0 +1,73 @@
+"""Lune Latent Multiply: the author's latent correction, between the sampler and VAE Decode."""
+from __future__ import annotations
+
+import logging
+
+from ..lune.errors import LuneError
+from ..lune.latent import MANUAL_RANGE, apply_multiplier, estimate_multiplier
+from ..lune.variants import get_variant
+from .model_sampling import lune_variant_of
+
+log = logging.getLogger("lune")
+
+VARIANT_DEFAULT, AUTO, FIXED = "variant default", "auto", "fixed"
+TAG = "lune_latent_multiplier"
+
+
+def applied_to(samples: dict) -> bool:
+    """True when ``samples`` is exactly the output of this node (same tensor): correcting again is refused."""
+    tag = samples.get(TAG)
+    return bool(tag) and tag.get("data_ptr") == samples["samples"].data_ptr()
+
+
+class LuneLatentMultiply:
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "samples": ("LATENT", {"tooltip": "The sampler's output latent, before VAE Decode."}),
+            "mode": ([VARIANT_DEFAULT, AUTO, FIXED], {"default": VARIANT_DEFAULT, "tooltip": (
+                "variant default: lune → auto, lune-flux/sol → 1.0 (needs the model input). auto: estimate the "
+                "factor from the latent's spread (0.25–1.0, reported in the log). fixed: use multiplier.")}),
+            "multiplier": ("FLOAT", {"default": 1.0, "min": MANUAL_RANGE[0], "max": MANUAL_RANGE[1], "step": 0.01,
+                                     "tooltip": "Used in fixed mode. Lower it if the image is too bright or pixelated."}),
+        }, "optional": {
+            "model": ("MODEL", {"tooltip": "The Lune model that produced the latent (tells the variant)."}),
+        }}
+
+    RETURN_TYPES = ("LATENT", "FLOAT")
+    RETURN_NAMES = ("samples", "factor")
+    FUNCTION = "apply"
+    CATEGORY = "Lune"
+    DESCRIPTION = ("Multiplies the sampled latent before decoding (sd15-flow-lune needs < 1, lune-flux 1.0). "
+                   "The only latent correction in the pack; applying it twice to the same latent is refused.")
+
+    def apply(self, samples, mode, multiplier, model=None):
+        if applied_to(samples):
+            raise LuneError("this latent was already corrected by Lune Latent Multiply; remove the second one "
+                            "(applying the factor twice darkens the image).")
+        x = samples["samples"]
+        if mode == VARIANT_DEFAULT:
+            if model is None:
+                raise LuneError("mode 'variant default' needs the model input: connect the Lune model, or choose "
+                                "mode auto or fixed.")
+            name = lune_variant_of(model)
+            if name is None:
+                raise LuneError("the connected MODEL carries no Lune variant (not loaded by Load Lune Model); choose "
+                                "mode auto or fixed.")
+            default = get_variant(name).latent_multiplier
+            mode, multiplier = (AUTO, multiplier) if default is None else (FIXED, default)
+        if mode == AUTO:
+            factor = estimate_multiplier(x)
+            log.info("Lune latent multiply: auto factor %s", ", ".join(f"{f:.3f}" for f in factor.tolist()))
+        elif mode == FIXED:
+            if not MANUAL_RANGE[0] <= multiplier <= MANUAL_RANGE[1]:
+                raise LuneError(f"multiplier {multiplier} is out of range {MANUAL_RANGE}; use a value below 1 to "
+                                "tone down a bright or pixelated image.")
+            factor = float(multiplier)
+        else:
+            raise LuneError(f"unknown mode {mode!r}")
+        out = dict(samples)
+        out["samples"] = apply_multiplier(x, factor)
+        mean_factor = float(factor.mean()) if hasattr(factor, "mean") else factor
+        out[TAG] = {"factor": mean_factor, "data_ptr": out["samples"].data_ptr()}
+        return (out, mean_factor)

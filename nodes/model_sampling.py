@@ -1,0 +1,104 @@
+"""ComfyUI model_sampling objects for the Lune family, composed from ComfyUI's own classes.
+
+Pattern of comfy_extras/nodes_model_advanced.py: clone the MODEL, build a sampling object from the model's
+config, ``set_parameters``, ``add_object_patch("model_sampling", obj)``. The original model is never touched
+and a new patch replaces the old one (object patches are keyed), so shifts never stack.
+"""
+from __future__ import annotations
+
+import comfy.model_sampling
+import comfy.supported_models
+
+from ..lune.errors import UnsupportedModelError
+from ..lune.schedule import sol_timestep_label
+from ..lune.variants import FLOW, V_DISCRETE, Variant
+
+
+class LuneFlowSampling(comfy.model_sampling.ModelSamplingDiscreteFlow, comfy.model_sampling.CONST):
+    """Rectified flow (SPEC §1): x_σ = σ·ε + (1−σ)·x0, UNet gets t = 1000·σ (float), x0 = x_σ − σ·v.
+
+    Identical in behaviour to stock ``ModelSamplingSD3(shift)``; the class exists so the pack can recognise its
+    own patch and carry the variant name. RES4LYF sees CONST (flow), sigma_max == 1, ``set_parameters(shift=)``.
+    """
+    lune_variant = "lune"
+
+
+class SolSampling(comfy.model_sampling.ModelSamplingDiscrete, comfy.model_sampling.V_PREDICTION):
+    """Sol (SPEC §1): v-prediction on SD1.5's discrete schedule, as the author samples it.
+
+    * ``timestep(σ)`` → ``floor(999·shift(t/999))`` when a label shift > 0 is set (author tried 0/3/6/9);
+      σ values and input scaling stay on the unshifted grid.
+    * start noise is ``σ_max·ε`` (author) rather than ComfyUI's ``√(1+σ_max²)·ε``.
+    """
+    lune_variant = "sol"
+    shift = 0.0
+
+    def set_parameters(self, shift: float = 0.0, **_ignored):
+        self.shift = float(shift)
+
+    def timestep(self, sigma):
+        return sol_timestep_label(super().timestep(sigma), self.shift)
+
+    def noise_scaling(self, sigma, noise, latent_image, max_denoise=False):
+        return super().noise_scaling(sigma, noise, latent_image, max_denoise=False)
+
+
+def is_sd15(model) -> bool:
+    return isinstance(getattr(model.model, "model_config", None), comfy.supported_models.SD15)
+
+
+def describe_model(model) -> str:
+    config = getattr(model.model, "model_config", None)
+    return type(config).__name__ if config is not None else type(model.model).__name__
+
+
+def require_sd15(model, node: str) -> None:
+    if not is_sd15(model):
+        raise UnsupportedModelError(
+            f"{node} works on SD1.5-architecture models (Lune, Sol); this MODEL is {describe_model(model)}. "
+            "For SD3/Flux/AuraFlow use ComfyUI's ModelSampling* nodes instead.")
+
+
+def current_sampling(model):
+    return model.get_model_object("model_sampling")
+
+
+def lune_variant_of(model) -> str | None:
+    """The variant name the pack installed on this MODEL, or None when it carries no Lune patch."""
+    return getattr(current_sampling(model), "lune_variant", None) if isinstance(
+        current_sampling(model), (LuneFlowSampling, SolSampling)) else None
+
+
+def is_flow(model_sampling) -> bool:
+    """Flow-patched in the sense RES4LYF and our scheduler use: CONST, not EPS, σ_max == 1."""
+    return (isinstance(model_sampling, comfy.model_sampling.CONST)
+            and not isinstance(model_sampling, comfy.model_sampling.EPS)
+            and hasattr(model_sampling, "shift")
+            and abs(float(model_sampling.sigma_max) - 1.0) < 1e-6)
+
+
+def install_flow(model, shift: float, variant_name: str):
+    """MODEL → new MODEL sampled as rectified flow with ``shift``; replaces any earlier sampling patch."""
+    m = model.clone()
+    sampling = LuneFlowSampling(model.model.model_config)
+    sampling.set_parameters(shift=float(shift), multiplier=1000)
+    sampling.lune_variant = variant_name
+    m.add_object_patch("model_sampling", sampling)
+    return m
+
+
+def install_sol(model, label_shift: float = 0.0):
+    """MODEL → new MODEL sampled as Sol (discrete v-prediction, optional timestep-label shift)."""
+    m = model.clone()
+    sampling = SolSampling(model.model.model_config)
+    sampling.set_parameters(shift=label_shift)
+    m.add_object_patch("model_sampling", sampling)
+    return m
+
+
+def install_variant(model, variant: Variant, shift: float):
+    if variant.prediction == FLOW:
+        return install_flow(model, shift, variant.name)
+    if variant.prediction == V_DISCRETE:
+        return install_sol(model, variant.default_shift)
+    raise ValueError(f"unknown prediction type {variant.prediction!r}")

@@ -1,0 +1,35 @@
+"""Lune Flow Shift: MODEL → MODEL sampled as rectified flow at a given SD3-style shift."""
+from __future__ import annotations
+
+from ..lune.errors import UnsupportedModelError
+from ..lune.variants import DEFAULT_VARIANT, TRAINED_SHIFT_RANGE
+from .loader import SHIFT_LIMITS
+from .model_sampling import SolSampling, current_sampling, install_flow, lune_variant_of, require_sd15
+
+
+class LuneShift:
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "model": ("MODEL", {"tooltip": "A Lune model (or an SD1.5 model you know is flow-trained)."}),
+            "shift": ("FLOAT", {"default": 2.0, **SHIFT_LIMITS, "tooltip": (
+                f"σ' = s·σ/(1+(s−1)·σ). Trained at {TRAINED_SHIFT_RANGE[0]}–{TRAINED_SHIFT_RANGE[1]}; "
+                "1.0 = no shift; higher = more steps spent on composition (high noise).")}),
+        }}
+
+    RETURN_TYPES = ("MODEL",)
+    FUNCTION = "patch"
+    CATEGORY = "Lune"
+    DESCRIPTION = ("Sets rectified-flow sampling with an SD3-style shift on an SD1.5-architecture model. "
+                   "Replaces any earlier sampling patch (never stacks).")
+
+    def patch(self, model, shift):
+        require_sd15(model, "Lune Flow Shift")
+        if isinstance(current_sampling(model), SolSampling):
+            raise UnsupportedModelError(
+                "Lune Flow Shift was given a Sol model. Sol is v-prediction on the SD1.5 discrete schedule, not "
+                "rectified flow, so a flow shift would give wrong images. Connect Load Lune Model (variant sol) "
+                "straight to the sampler instead.")
+        if not shift > 0:
+            raise UnsupportedModelError(f"shift must be > 0 (got {shift}); use 1.0 for no shift, 2.0–2.5 for Lune.")
+        return (install_flow(model, shift, lune_variant_of(model) or DEFAULT_VARIANT),)

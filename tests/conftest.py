@@ -1,0 +1,68 @@
+"""Shared test fixtures: one real ComfyUI per test session (in-process), fixture models, an HTTP server on demand.
+
+The ComfyUI base directory is created in ``pytest_configure`` — before any test module imports comfy — so that
+``folder_paths`` binds to it and never to the user's own install.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from tests.harness.env import make_base_dir, place_model
+
+_BASE: Path | None = None
+
+
+def pytest_configure(config):
+    global _BASE
+    _BASE = make_base_dir(Path(tempfile.mkdtemp(prefix="lune-comfy-base-")))
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never touch the network
+    try:
+        from tests.harness.inprocess import configure_args
+
+        configure_args(_BASE)
+    except RuntimeError:
+        pass  # no ComfyUI provisioned: library unit tests still run, ComfyUI tests fail with the reason
+
+
+def pytest_unconfigure(config):
+    if _BASE is not None:
+        shutil.rmtree(_BASE, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def comfy_base() -> Path:
+    return _BASE
+
+
+@pytest.fixture(scope="session")
+def comfy(comfy_base):
+    """The in-process ComfyUI with the pack loaded (booted once)."""
+    from tests.harness.inprocess import InProcessComfy
+
+    return InProcessComfy._booted or InProcessComfy(comfy_base)
+
+
+@pytest.fixture(scope="session")
+def tiny_sd15():
+    from tests.fixtures.sd15_files import build_sd15_fixtures
+
+    return build_sd15_fixtures(None, size="tiny", seed=0)
+
+
+@pytest.fixture(scope="session")
+def tiny_models(comfy, comfy_base, tiny_sd15):
+    """The tiny fixture in all four formats, placed in the ComfyUI model folders; maps format → model_name."""
+    f = tiny_sd15
+    names = {
+        "single_file": place_model(comfy_base, "checkpoints", f.single_file, "lune_tiny_single.safetensors"),
+        "diffusers": place_model(comfy_base, "diffusion_models", f.diffusers_dir, "lune_tiny_diffusers")
+        + "/unet/diffusion_pytorch_model.safetensors",
+        "training_state": place_model(comfy_base, "diffusion_models", f.training_state, "lune_tiny_train.pt"),
+        "bare_diffusers": place_model(comfy_base, "diffusion_models", f.bare_unet, "lune_tiny_bare.safetensors"),
+    }
+    return names
