@@ -67,17 +67,17 @@ def get_variant(name: str) -> Variant:
 def detect_variant(path: str, metadata: Mapping[str, object] | None = None) -> tuple[Variant, str]:
     """Guess the variant from the file path and metadata; returns (variant, human-readable reason).
 
-    Metadata (safetensors ``__metadata__`` or a training-state ``cfg``) is searched first, then the path.
+    The most specific variant wins (sol, then lune-flux, then lune), whether metadata (safetensors
+    ``__metadata__`` or a training-state ``cfg``) or the path names it; for one variant metadata is cited first.
     Nothing recognisable → DEFAULT_VARIANT, with a reason that tells the user to pick one.
     """
     sources = []
     if metadata:
         sources.append(("metadata", " ".join(f"{k}={v}" for k, v in metadata.items() if isinstance(v, (str, int, float)))))
     sources.append(("path", path.replace("\\", "/")))
-    for source, text in sources:
-        low = text.lower()
-        for name, pattern in _PATTERNS:
-            m = re.search(pattern, low)
+    for name, pattern in _PATTERNS:  # most specific variant first, whichever source names it
+        for source, text in sources:
+            m = re.search(pattern, text.lower())
             if m:
                 return VARIANTS[name], f"{source} mentions {m.group(0).strip(' _-/')!r}"
     return VARIANTS[DEFAULT_VARIANT], (f"nothing in the path or metadata names a variant; assuming {DEFAULT_VARIANT!r} "

@@ -5,6 +5,7 @@ from . import paths, sampler
 from .convert import LuneConvertToSafetensors
 from .latent import LuneLatentMultiply
 from .loader import LuneModelLoader
+from .lyra import LyraEncode, LyraLoader
 from .sampler import LuneSamplerAdapter
 from .shift import LuneShift
 
@@ -14,6 +15,8 @@ NODE_CLASS_MAPPINGS = {
     "LuneLatentMultiply": LuneLatentMultiply,
     "LuneSamplerAdapter": LuneSamplerAdapter,
     "LuneConvertToSafetensors": LuneConvertToSafetensors,
+    "LyraLoader": LyraLoader,
+    "LyraEncode": LyraEncode,
 }
 NODE_DISPLAY_NAME_MAPPINGS = {
     "LuneModelLoader": "Load Lune Model",
@@ -21,6 +24,8 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "LuneLatentMultiply": "Lune Latent Multiply",
     "LuneSamplerAdapter": "Lune Sampler Adapter",
     "LuneConvertToSafetensors": "Lune Convert to Safetensors",
+    "LyraLoader": "Load Lyra (CLIP+T5 fusion)",
+    "LyraEncode": "Lyra Encode (CLIP-L + T5)",
 }
 
 

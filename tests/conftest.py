@@ -66,3 +66,15 @@ def tiny_models(comfy, comfy_base, tiny_sd15):
         "bare_diffusers": place_model(comfy_base, "diffusion_models", f.bare_unet, "lune_tiny_bare.safetensors"),
     }
     return names
+
+
+@pytest.fixture(scope="session")
+def comfy_server(comfy_base, tiny_models):
+    """A real ComfyUI HTTP server on 127.0.0.1 (free port) over the same base directory and fixture models."""
+    from tests.harness.server import ComfyServer
+
+    server = ComfyServer(comfy_base)
+    try:
+        yield server.wait_ready()
+    finally:
+        server.stop()

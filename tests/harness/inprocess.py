@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import copy
 import logging
 import sys
 import uuid
@@ -91,6 +92,7 @@ class InProcessComfy:
 
     def run(self, prompt: dict) -> RunResult:
         """Validate and execute an API-format prompt; returns outputs or the execution/validation error."""
+        prompt = copy.deepcopy(prompt)  # the executor writes into it (e.g. "is_changed"), as the server's copy
         prompt_id = str(uuid.uuid4())
         valid = asyncio.run(self.execution.validate_prompt(prompt_id, prompt, None))
         if not valid[0]:

@@ -1,0 +1,67 @@
+"""Shared bits of the benchmarks: run a measurement in a fresh subprocess, report peak RSS and time, tables."""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+PACK_DIR = Path(__file__).resolve().parents[1]
+RESULTS_DIR = PACK_DIR / "bench" / "results"
+
+
+def peak_rss_bytes() -> int:
+    """This process's peak resident set (VmHWM), in bytes."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def child_report(**values) -> None:
+    """Called at the end of a measurement subprocess: prints one JSON line the parent reads."""
+    values.setdefault("peak_rss", peak_rss_bytes())
+    sys.stdout.write("BENCH " + json.dumps(values) + "\n")
+    sys.stdout.flush()
+
+
+def run_child(module: str, *args: str, timeout: float = 1800) -> dict:
+    """Run ``python -m module args`` in a fresh process (clean RSS), return its BENCH JSON plus wall time."""
+    start = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", module, *args], cwd=PACK_DIR, capture_output=True, text=True,
+                          timeout=timeout, env=dict(os.environ, PYTHONPATH=str(PACK_DIR)))
+    wall = time.perf_counter() - start
+    lines = [l for l in proc.stdout.splitlines() if l.startswith("BENCH ")]
+    if proc.returncode != 0 or not lines:
+        raise RuntimeError(f"{module} {args} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+    out = json.loads(lines[-1][6:])
+    out["wall"] = wall
+    return out
+
+
+def median(values) -> float:
+    return statistics.median(values)
+
+
+def machine_line() -> str:
+    import torch
+
+    return (f"{platform.machine()}, {os.cpu_count()} cores, {os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GiB, "
+            f"Python {platform.python_version()}, torch {torch.__version__}")
+
+
+def gib(n: float) -> str:
+    return f"{n / 2**30:.2f} GiB"
+
+
+def write_results(name: str, markdown: str) -> Path:
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    path = RESULTS_DIR / f"{name}.md"
+    path.write_text(markdown)
+    return path

@@ -1,0 +1,352 @@
+"""Lyra in the real ComfyUI: LyraLoader + CLIPLoader(stable_audio) t5-base + LyraEncode → KSampler → PNG,
+the numbers the node produces, and every bad input giving a clear error while the next prompt still runs."""
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.fixtures import lyra_files
+from tests.fixtures.t5_files import build_t5_base
+from tests.harness.env import comfyui_path, place_model
+
+pytestmark = pytest.mark.comfy
+
+PROMPT = "a watercolor painting of a (lighthouse:1.2) on a cliff at dusk, soft light"
+LONG_PROMPT = ", ".join(f"detail number {i} of a very long prompt" for i in range(30))  # > 77 CLIP tokens
+LYRA_NAME = "lyra_test/model.pt"
+
+
+# ------------------------------------------------------------------------------------------------ fixtures
+
+@pytest.fixture(scope="module")
+def lyra_folder(tmp_path_factory) -> Path:
+    """A published-format trainer model.pt (full size, cuda:0-tagged storages) + config.json."""
+    folder = tmp_path_factory.mktemp("lyra_fixture")
+    lyra_files.write_trainer_pt(folder / "model.pt", lyra_files.random_state_dict(seed=3))
+    lyra_files.write_config_json(folder / "config.json")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def names(comfy, comfy_base, tiny_models, lyra_folder) -> dict:
+    t5 = place_model(comfy_base, "text_encoders", build_t5_base(), "t5_base_random.safetensors")
+    t5xxl = place_model(comfy_base, "text_encoders", build_t5_base(width=4096), "t5xxl_lookalike.safetensors")
+    place_model(comfy_base, "lyra", lyra_folder, "lyra_test")
+    return {"ckpt": tiny_models["single_file"], "t5": t5, "t5xxl": t5xxl, "lyra": LYRA_NAME}
+
+
+@pytest.fixture(scope="module")
+def pack(comfy):
+    """The pack's nodes/lyra.py module as ComfyUI imported it (same LyraVAE class as the loader returns)."""
+    return sys.modules[comfy.nodes.NODE_CLASS_MAPPINGS["LyraEncode"].__module__]
+
+
+@pytest.fixture(scope="module")
+def parts(comfy, names):
+    n = comfy.nodes
+    clip = n.CheckpointLoaderSimple().load_checkpoint(names["ckpt"])[1]
+    t5 = n.CLIPLoader().load_clip(names["t5"], type="stable_audio")[0]
+    lyra = n.NODE_CLASS_MAPPINGS["LyraLoader"]().load(names["lyra"])[0]
+    return clip, t5, lyra
+
+
+def encode(comfy, parts, text=PROMPT, **kw):
+    clip, t5, lyra = parts
+    return comfy.nodes.NODE_CLASS_MAPPINGS["LyraEncode"]().encode(clip, t5, lyra, text, **kw)[0]
+
+
+def lyra_graph(names, *, t5=None, lyra=None, clip_from="ckpt", positive=PROMPT, negative="", batch=1,
+               prefix="lyra", strength=1.0) -> dict:
+    g = {
+        "1": {"class_type": "LuneModelLoader", "inputs": {"model_name": names["ckpt"], "variant": "lune-flux",
+                                                          "shift": 2.0, "clip_vae_from": "(from model file)"}},
+        "2": {"class_type": "CLIPLoader", "inputs": {"clip_name": t5 or names["t5"], "type": "stable_audio"}},
+        "3": {"class_type": "LyraLoader", "inputs": {"lyra_name": lyra or names["lyra"]}},
+        "4": {"class_type": "LyraEncode", "inputs": {"clip": ["1", 1], "t5": ["2", 0], "lyra": ["3", 0],
+                                                     "text": positive, "mode": "mean", "seed": 0,
+                                                     "strength": strength}},
+        "5": {"class_type": "LyraEncode", "inputs": {"clip": ["1", 1], "t5": ["2", 0], "lyra": ["3", 0],
+                                                     "text": negative, "mode": "mean", "seed": 0,
+                                                     "strength": strength}},
+        "6": {"class_type": "EmptyLatentImage", "inputs": {"width": 64, "height": 64, "batch_size": batch}},
+        "7": {"class_type": "KSampler", "inputs": {"model": ["1", 0], "seed": 0, "steps": 4, "cfg": 7.5,
+                                                   "sampler_name": "euler", "scheduler": "simple",
+                                                   "positive": ["4", 0], "negative": ["5", 0],
+                                                   "latent_image": ["6", 0], "denoise": 1.0}},
+        "8": {"class_type": "VAEDecode", "inputs": {"samples": ["7", 0], "vae": ["1", 2]}},
+        "9": {"class_type": "SaveImage", "inputs": {"images": ["8", 0], "filename_prefix": prefix}},
+    }
+    if clip_from != "ckpt":
+        g["10"] = clip_from
+        for node in ("4", "5"):
+            g[node]["inputs"]["clip"] = ["10", 0]
+    return g
+
+
+def expect_error_then_recover(comfy, names, graph, *needles) -> str:
+    result = comfy.run(graph)
+    assert not result.ok, "the bad prompt must fail"
+    message = result.error_message()
+    for needle in needles:
+        assert needle.lower() in message.lower(), f"{needle!r} not in: {message}"
+    good = comfy.run(lyra_graph(names, prefix="lyra_recover"))
+    assert good.ok, good.error_message()
+    return message
+
+
+# ------------------------------------------------------------------------------------------------ graph
+
+def test_lyra_graph_writes_png(comfy, names):
+    result = comfy.run(lyra_graph(names, batch=2, prefix="lyra_graph"))
+    assert result.ok, result.error_message()
+    files = comfy.output_files(result)
+    assert len(files) == 2 and all(f.is_file() and f.stat().st_size > 0 for f in files)
+
+
+# ------------------------------------------------------------------------------------------------ numbers
+
+def test_strength_zero_is_clip_text_encode_bit_for_bit(comfy, parts):
+    clip = parts[0]
+    plain = comfy.nodes.CLIPTextEncode().encode(clip, PROMPT)[0]
+    for text in (PROMPT, LONG_PROMPT, ""):
+        ours = encode(comfy, parts, text, strength=0.0)
+        ref = comfy.nodes.CLIPTextEncode().encode(clip, text)[0]
+        assert len(ours) == len(ref) == 1
+        assert torch.equal(ours[0][0], ref[0][0])
+        assert ours[0][1].keys() == ref[0][1].keys()
+        assert torch.equal(ours[0][1]["pooled_output"], ref[0][1]["pooled_output"])
+    assert torch.equal(encode(comfy, parts, PROMPT, strength=0.0)[0][0], plain[0][0])
+
+
+def _hf_tokens(text: str) -> dict:
+    """The author's call: t5_tokenizer([text], max_length=77, padding="max_length", truncation=True)."""
+    from transformers import T5TokenizerFast
+
+    tok = T5TokenizerFast.from_pretrained(str(comfyui_path() / "comfy" / "text_encoders" / "t5_tokenizer"))
+    return tok([text], padding="max_length", max_length=77, truncation=True, return_tensors="pt")
+
+
+def _hf_t5_reference(t5_file: Path, text: str) -> tuple[torch.Tensor, list[int]]:
+    """What the author feeds Lyra: HF T5EncoderModel(**tokens).last_hidden_state, with the fixture's weights
+    (fp16 → fp32, as ComfyUI computes)."""
+    from safetensors.torch import load_file
+    from transformers import T5Config, T5EncoderModel
+
+    enc = _hf_tokens(text)
+    cfg = T5Config(d_model=768, d_kv=64, d_ff=3072, num_layers=12, num_heads=12, vocab_size=32128,
+                   relative_attention_num_buckets=32, relative_attention_max_distance=128, feed_forward_proj="relu",
+                   layer_norm_epsilon=1e-6, dropout_rate=0.0)
+    model = T5EncoderModel(cfg).eval()
+    state = {k: v.float() for k, v in load_file(str(t5_file)).items()}
+    state["encoder.embed_tokens.weight"] = state["shared.weight"]
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    assert not [k for k in missing if "embed_tokens" not in k] and not unexpected
+    with torch.no_grad():
+        hidden = model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"]).last_hidden_state
+    return hidden, enc["input_ids"][0].tolist()
+
+
+def test_t5_input_is_the_authors_77_token_t5_base_state(comfy, parts, pack):
+    t5 = parts[1]
+    for text in ("a photo of a cat", "", LONG_PROMPT):
+        ref, ref_ids = _hf_t5_reference(build_t5_base(), text)
+        ids = pack.t5_token_ids(t5, text)
+        assert ids == ref_ids, text
+        ours = pack.t5_hidden_states(t5, text)
+        assert ours.shape == (1, 77, 768) and ours.dtype == torch.float32
+        torch.testing.assert_close(ours, ref, rtol=1e-4, atol=1e-4)
+        assert ours[0, -1].abs().sum() > 0, "pad positions must be real hidden states, not zeroed"
+    # weighting syntax never reaches T5; escaped parentheses stay literal
+    weighted = pack.t5_token_ids(t5, "(a photo:1.3) of a \\(cat\\), embedding:foo")
+    assert weighted == _hf_tokens("a photo of a (cat)")["input_ids"][0].tolist()
+
+
+def test_strength_one_is_the_lyra_reconstruction(comfy, parts, pack):
+    clip, t5, lyra = parts
+    cond = comfy.nodes.CLIPTextEncode().encode(clip, PROMPT)[0][0][0]
+    t5_hidden = pack.t5_hidden_states(t5, PROMPT)
+    with torch.no_grad():
+        recon = lyra.reconstruct({"clip": cond.float(), "t5": t5_hidden}, mode="mean")["clip"]
+    ours = encode(comfy, parts, PROMPT, strength=1.0)
+    assert torch.equal(ours[0][0], recon.to(cond.dtype))
+    assert ours[0][0].dtype == cond.dtype and ours[0][0].device == cond.device
+    assert not torch.equal(ours[0][0], cond)
+    half = encode(comfy, parts, PROMPT, strength=0.5)[0][0]
+    torch.testing.assert_close(half, cond + 0.5 * (recon - cond), rtol=1e-5, atol=1e-5)
+
+
+def test_mean_is_deterministic_sample_is_seeded(comfy, parts):
+    a = encode(comfy, parts, mode="mean", seed=1)[0][0]
+    b = encode(comfy, parts, mode="mean", seed=2)[0][0]
+    assert torch.equal(a, b)
+    s1 = encode(comfy, parts, mode="sample", seed=7)[0][0]
+    s1_again = encode(comfy, parts, mode="sample", seed=7)[0][0]
+    s2 = encode(comfy, parts, mode="sample", seed=8)[0][0]
+    assert torch.equal(s1, s1_again)
+    assert not torch.equal(s1, s2) and not torch.equal(s1, a)
+    assert torch.isfinite(s1).all()
+
+
+def test_long_prompt_transforms_chunk_zero_only(comfy, parts):
+    clip = parts[0]
+    plain = comfy.nodes.CLIPTextEncode().encode(clip, LONG_PROMPT)[0][0][0]
+    assert plain.shape[1] >= 154
+    ours = encode(comfy, parts, LONG_PROMPT)[0][0]
+    assert ours.shape == plain.shape
+    assert torch.equal(ours[:, 77:], plain[:, 77:])
+    assert not torch.equal(ours[:, :77], plain[:, :77])
+
+
+def test_empty_prompt_and_batches(comfy, parts, pack):
+    clip, t5, lyra = parts
+    empty = encode(comfy, parts, "")
+    assert empty[0][0].shape == (1, 77, 768) and torch.isfinite(empty[0][0]).all()
+    assert "pooled_output" in empty[0][1]
+    # a batch of CLIP conditionings shares the T5 states and matches row-by-row processing
+    c1 = comfy.nodes.CLIPTextEncode().encode(clip, PROMPT)[0][0][0]
+    c2 = comfy.nodes.CLIPTextEncode().encode(clip, "")[0][0][0]
+    t5_hidden = pack.t5_hidden_states(t5, PROMPT)
+    both = pack.lyra_transform(lyra, torch.cat([c1, c2]), t5_hidden)
+    torch.testing.assert_close(both[0:1], pack.lyra_transform(lyra, c1, t5_hidden), rtol=0, atol=1e-6)
+    torch.testing.assert_close(both[1:2], pack.lyra_transform(lyra, c2, t5_hidden), rtol=0, atol=1e-6)
+
+
+def test_loader_restamps_replaced_file(comfy, names, lyra_folder):
+    cls = comfy.nodes.NODE_CLASS_MAPPINGS["LyraLoader"]
+    assert LYRA_NAME in cls.INPUT_TYPES()["required"]["lyra_name"][0]
+    before = cls.IS_CHANGED(LYRA_NAME)
+    st = os.stat(lyra_folder / "config.json")
+    os.utime(lyra_folder / "config.json", ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))
+    assert cls.IS_CHANGED(LYRA_NAME) != before
+    vae = cls().load(LYRA_NAME, device="cpu")[0]
+    assert next(vae.parameters()).dtype == torch.float32 and not vae.training
+
+
+# ------------------------------------------------------------------------------------------------ bad input
+
+def test_t5_xxl_is_refused_with_the_fix(comfy, names):
+    msg = expect_error_then_recover(comfy, names, lyra_graph(names, t5=names["t5xxl"], prefix="lyra_xxl"),
+                                    "T5-XXL", "t5-base", "CLIPLoader type stable_audio")
+    assert "4096" in msg
+
+
+def test_sdxl_clip_is_refused(comfy, comfy_base, names, tmp_path):
+    """A real SDXL CLIP object (DualCLIPLoader type sdxl) from two look-alike files: refused before encoding."""
+    from safetensors.torch import save_file
+
+    clip_l = tmp_path / "clip_l_lookalike.safetensors"
+    clip_g = tmp_path / "clip_g_lookalike.safetensors"
+    save_file({"text_model.encoder.layers.0.mlp.fc1.weight": torch.zeros(3072, 768, dtype=torch.float16)}, clip_l)
+    save_file({"text_model.encoder.layers.30.mlp.fc1.weight": torch.zeros(5120, 1280, dtype=torch.float16)}, clip_g)
+    l_name = place_model(comfy_base, "text_encoders", clip_l)
+    g_name = place_model(comfy_base, "text_encoders", clip_g)
+    dual = {"class_type": "DualCLIPLoader", "inputs": {"clip_name1": l_name, "clip_name2": g_name, "type": "sdxl"}}
+    expect_error_then_recover(comfy, names, lyra_graph(names, clip_from=dual, prefix="lyra_sdxl"),
+                              "SDXL", "SD1.5 CLIP-L")
+
+
+def test_2048_wide_clip_output_is_refused(comfy, parts, pack):
+    """Glue unit test (not a real SDXL CLIP): a CLIP whose tokens look SD1.5 but whose output is 2048 wide."""
+    clip, t5, lyra = parts
+
+    class WideClip:
+        layer_idx = None
+
+        def tokenize(self, text, **kw):
+            return {"l": clip.tokenize(text)["l"]}
+
+        def encode_from_tokens_scheduled(self, tokens):
+            return [[torch.zeros(1, 77, 2048), {"pooled_output": torch.zeros(1, 1280)}]]
+
+    with pytest.raises(ValueError, match="2048 wide"):
+        pack.LyraEncode().encode(WideClip(), t5, lyra, PROMPT)
+
+
+def test_t5_in_clip_socket_and_clip_in_t5_socket(comfy, parts, pack):
+    clip, t5, lyra = parts
+    with pytest.raises(ValueError, match="clip is t5-base"):
+        pack.LyraEncode().encode(t5, t5, lyra, PROMPT)
+    with pytest.raises(ValueError, match="stable_audio"):
+        pack.LyraEncode().encode(clip, clip, lyra, PROMPT)
+
+
+def test_non_lyra_object_is_refused(comfy, parts, pack):
+    clip, t5, _ = parts
+    with pytest.raises(ValueError, match="not a Lyra model"):
+        pack.LyraEncode().encode(clip, t5, torch.nn.Linear(2, 2), PROMPT)
+
+
+def test_other_fusion_strategy_is_refused(comfy, comfy_base, names, lyra_folder, tmp_path):
+    folder = tmp_path / "lyra_v2"
+    folder.mkdir()
+    os.symlink(lyra_folder / "model.pt", folder / "model.pt")
+    lyra_files.write_config_json(folder / "config.json", lyra_files.trainer_config({"fusion_strategy": "adaptive_cantor"}))
+    place_model(comfy_base, "lyra", folder, "lyra_v2")
+    expect_error_then_recover(comfy, names, lyra_graph(names, lyra="lyra_v2/model.pt", prefix="lyra_v2"),
+                              "fusion_strategy", "adaptive_cantor", "only 'cantor'")
+
+
+def test_pickle_that_would_run_code_is_refused(comfy, comfy_base, names, tmp_path):
+    folder = tmp_path / "lyra_evil"
+    folder.mkdir()
+    marker = tmp_path / "pwned.txt"
+    lyra_files.write_malicious_pickle(folder / "model.pt", marker)
+    lyra_files.write_config_json(folder / "config.json")
+    place_model(comfy_base, "lyra", folder, "lyra_evil")
+    expect_error_then_recover(comfy, names, lyra_graph(names, lyra="lyra_evil/model.pt", prefix="lyra_evil"),
+                              "refused", "Nothing from the file was executed")
+    assert not marker.exists(), "the pickle payload ran"
+
+
+def test_missing_file(comfy, names, pack):
+    with pytest.raises(ValueError, match="not found in models/lyra"):
+        pack.LyraLoader().load("gone/model.pt")
+    result = comfy.run(lyra_graph(names, lyra="gone/model.pt"))
+    assert not result.ok and "lyra_name" in result.error_message()
+    assert comfy.run(lyra_graph(names, prefix="lyra_recover")).ok
+
+
+def test_download_entry_offline_then_from_local_folder(comfy, comfy_base, names, lyra_folder, pack, tmp_path,
+                                                       monkeypatch):
+    import huggingface_hub.constants
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "empty_hf_cache"))
+    local = Path(pack.download_dir())
+    assert not local.exists()
+    entry = pack.DOWNLOAD_ENTRY
+    assert entry in comfy.nodes.NODE_CLASS_MAPPINGS["LyraLoader"].INPUT_TYPES()["required"]["lyra_name"][0]
+    expect_error_then_recover(comfy, names, lyra_graph(names, lyra=entry, prefix="lyra_offline"),
+                              "AbstractPhil/vae-lyra", "offline", "AbstractPhil_vae-lyra")
+    # a previous download in models/lyra/AbstractPhil_vae-lyra/ is used without the network
+    local.mkdir(parents=True)
+    try:
+        for name in ("model.pt", "config.json"):
+            os.symlink(lyra_folder / name, local / name)
+        result = comfy.run(lyra_graph(names, lyra=entry, prefix="lyra_download"))
+        assert result.ok, result.error_message()
+    finally:
+        for name in ("model.pt", "config.json"):
+            (local / name).unlink(missing_ok=True)
+        local.rmdir()
+
+
+def test_clip_skip_warns(comfy, parts):
+    clip, t5, lyra = parts
+    skipped = comfy.nodes.CLIPSetLastLayer().set_last_layer(clip, -2)[0]
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler(logging.WARNING)
+    handler.emit = records.append
+    logger = logging.getLogger("lune.lyra")
+    logger.addHandler(handler)
+    try:
+        out = comfy.nodes.NODE_CLASS_MAPPINGS["LyraEncode"]().encode(skipped, t5, lyra, PROMPT)[0]
+    finally:
+        logger.removeHandler(handler)
+    assert torch.isfinite(out[0][0]).all()
+    assert any("clip-skip" in r.getMessage() for r in records)
