@@ -76,6 +76,9 @@ if [ ! -f "$STAMP" ]; then
   touch "$STAMP"
 fi
 
+# 3. Browser test tools: Debian chromium + playwright-core (idempotent)
+bash "$PACK_DIR/tests/browser/provision_browser.sh"
+
 cat > "$ENV_DIR/env.sh" <<ENVEOF
 export LUNE_PYTHON="$PY"
 export COMFYUI_PATH="$COMFY"

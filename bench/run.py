@@ -5,7 +5,7 @@ import importlib
 import logging
 import sys
 
-BENCHES = ("bench.pt_load",)
+BENCHES = ("bench.startup", "bench.load", "bench.pt_load", "bench.sampling", "bench.lyra_encode")
 
 
 def main() -> int:

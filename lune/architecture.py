@@ -16,6 +16,8 @@ _FOREIGN_LAYOUTS = (
     ("x_embedder.", "a DiT-style transformer (SD3/PixArt/Flux family)", "use the loader made for that model"),
     ("img_in.", "a Flux-style transformer", "load it with ComfyUI's Load Diffusion Model"),
     ("conditioner.embedders.", "an SDXL checkpoint (two text encoders)", "load it with the stock Load Checkpoint"),
+    ("fusion.modality_projections.", "a Lyra CLIP+T5 fusion VAE (AbstractPhil/vae-lyra)",
+     "put it in models/lyra and load it with Load Lyra (CLIP+T5 fusion)"),
 )
 
 

@@ -16,6 +16,7 @@ import json
 import logging
 import os
 import pickle
+import re
 import struct
 import tempfile
 import zipfile
@@ -130,6 +131,17 @@ def read_safetensors(path: str) -> tuple[dict[str, torch.Tensor], dict[str, str]
     return sd, dict(metadata)
 
 
+def _refused_global(error: Exception) -> str:
+    """What a weights-only load refused, e.g. ``posix.system`` — leaving out torch's advice to retry the load
+    unsafely, the one thing a user must not do with an untrusted file."""
+    text = str(error)
+    match = re.search(r"GLOBAL\s+([\w.]+)", text)
+    if match:
+        return f"it would import and call {match.group(1)}"
+    detail = next((line.strip() for line in text.splitlines() if "Unsupported" in line or "unsupported" in line), "")
+    return f"it uses pickle instructions a weights-only load does not allow: {(detail or type(error).__name__)[:200]}"
+
+
 def read_torch_pickle(path: str, kind: str | None = None) -> Any:
     """``torch.load`` with ``weights_only=True`` (refuses code), ``mmap=True`` for zip files, storages → CPU."""
     kind = kind or sniff(path)
@@ -145,10 +157,11 @@ def read_torch_pickle(path: str, kind: str | None = None) -> Any:
     except pickle.UnpicklingError as e:
         raise UnsafeCheckpointError(
             f"{path} was refused: its pickle asks to build objects other than tensors and plain containers "
-            f"({str(e).splitlines()[0][:200]}). Such a file can run code when loaded, so nothing in it was executed. "
+            f"({_refused_global(e)}). Such a file can run code when loaded, so nothing in it was executed. "
             "Use a .safetensors copy of the model, or re-save the weights as a plain state dict.") from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as e:
-        raise LuneFormatError(f"{path} could not be read as a PyTorch checkpoint ({str(e).splitlines()[0][:200]}). "
+        reason = (str(e).splitlines() or [type(e).__name__])[0].split(". ")[0][:200]  # torch's first sentence
+        raise LuneFormatError(f"{path} could not be read as a PyTorch checkpoint ({reason}). "
                               "It is corrupt or truncated; download it again.") from None
 
 
@@ -192,7 +205,9 @@ def unet_from_training_state(obj: Any, path: str) -> tuple[dict[str, torch.Tenso
             return dict(obj[key]), info
     found = ", ".join(f"{k!r}" for k in list(obj)[:12])
     raise MissingComponentError(f"{path} has no UNet inside: none of {', '.join(TRAINING_STATE_UNET_KEYS)} holds "
-                                f"a tensor state dict (top-level keys: {found}). Is this an optimizer-only or EMA file?")
+                                f"a tensor state dict (top-level keys: {found}). Is this an optimizer-only or EMA "
+                                "file? Pick the checkpoint that holds the model weights (sd15-flow-lune: "
+                                "sd15_flow_lune_e52_s52000.pt, whose 'student' entry is the UNet).")
 
 
 def classify_keys(sd: Mapping[str, torch.Tensor]) -> str:

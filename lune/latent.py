@@ -19,6 +19,37 @@ AUTO_TARGET_STD = 1.0 / SD15_SCALE_FACTOR
 AUTO_MIN_FACTOR = 0.25
 AUTO_MAX_FACTOR = 1.0
 MANUAL_RANGE = (0.0, 4.0)
+SD15_LATENT_CHANNELS = 4
+# Latent families a user may wire into a Lune graph by mistake, by channel count.
+_FOREIGN_CHANNELS = {16: "Flux/SD3", 128: "LTX-Video", 48: "Wan 2.2", 32: "Hunyuan/Cosmos video"}
+LATENT_FIX = ("Use EmptyLatentImage (not EmptySD3LatentImage or a video latent), or VAE Encode with the Lune "
+              "checkpoint's SD1.5 VAE.")
+
+
+def sd15_latent_problem(latent: torch.Tensor) -> str | None:
+    """Why ``latent`` is not an SD1.5/Lune latent ``[B, 4, H/8, W/8]``, as a message with the fix; None if it is."""
+    shape = list(latent.shape)
+    if latent.ndim == 4 and shape[1] == SD15_LATENT_CHANNELS:
+        return None
+    if latent.ndim == 4:
+        family = _FOREIGN_CHANNELS.get(shape[1])
+        what = f"this latent has {shape[1]}" + (f" ({family})" if family else "") + f", shape {shape}"
+    else:
+        what = f"this is a {latent.ndim}-D latent {shape}" + (" (video)" if latent.ndim == 5 else "")
+    return f"Lune is SD1.5: {SD15_LATENT_CHANNELS} latent channels, [batch, 4, height/8, width/8]; {what}. {LATENT_FIX}"
+
+
+def nonfinite_problem(latent: torch.Tensor) -> str | None:
+    """A message naming how many values of ``latent`` are NaN/Inf (and the fix), or None when all are finite."""
+    finite = torch.isfinite(latent)
+    if bool(finite.all()):
+        return None
+    nan = int(torch.isnan(latent).sum())
+    inf = int(latent.numel() - int(finite.sum()) - nan)
+    return (f"the latent contains non-finite values ({nan} NaN, {inf} Inf of {latent.numel()}): the sampler diverged "
+            "or the latent file is corrupt, and no multiplier can repair that. Re-sample it: load the model with "
+            "Load Lune Model (a Lune file sampled as EPS or in fp16 can blow up), lower the CFG, or start ComfyUI "
+            "with --force-fp32.")
 
 
 def estimate_multiplier(latent: torch.Tensor, target_std: float = AUTO_TARGET_STD,

@@ -4,7 +4,7 @@ from __future__ import annotations
 import logging
 
 from ..lune.errors import LuneError
-from ..lune.latent import MANUAL_RANGE, apply_multiplier, estimate_multiplier
+from ..lune.latent import MANUAL_RANGE, apply_multiplier, estimate_multiplier, nonfinite_problem, sd15_latent_problem
 from ..lune.variants import get_variant
 from .model_sampling import lune_variant_of
 
@@ -46,6 +46,9 @@ class LuneLatentMultiply:
             raise LuneError("this latent was already corrected by Lune Latent Multiply; remove the second one "
                             "(applying the factor twice darkens the image).")
         x = samples["samples"]
+        problem = sd15_latent_problem(x) or nonfinite_problem(x)
+        if problem:
+            raise LuneError(f"Lune Latent Multiply: {problem}")
         if mode == VARIANT_DEFAULT:
             if model is None:
                 raise LuneError("mode 'variant default' needs the model input: connect the Lune model, or choose "

@@ -40,11 +40,13 @@ def _resolve(model_name: str) -> tuple[str, str | None]:
 
 
 def _file_stamp(path: str) -> str:
+    """Changes whenever the file (or its config.json) is replaced: size, mtime, and inode + ctime, because a
+    copy that keeps size and mtime (``cp -p``, ``rsync -t``, an atomic rename of such a copy) must reload too."""
     parts = []
     for p in (path, os.path.join(os.path.dirname(path), "config.json")):
         if os.path.exists(p):
             st = os.stat(p)
-            parts.append(f"{p}:{st.st_mtime_ns}:{st.st_size}")
+            parts.append(f"{p}:{st.st_size}:{st.st_mtime_ns}:{st.st_dev}:{st.st_ino}:{st.st_ctime_ns}")
     return "|".join(parts)
 
 
@@ -96,8 +98,9 @@ class LuneModelLoader:
         return (_file_stamp(path) if path else model_name, variant, shift, clip_vae_from)
 
     def load(self, model_name, variant, shift, clip_vae_from):
-        if not shift > 0:
-            raise UnsupportedModelError(f"shift must be > 0 (got {shift}); Lune was trained at 2.0–2.5.")
+        if not 0 < shift <= SHIFT_LIMITS["max"]:  # also refuses NaN/inf arriving through a link
+            raise UnsupportedModelError(f"shift must be > 0 and at most {SHIFT_LIMITS['max']:g} (got {shift}); "
+                                        "Lune was trained at 2.0–2.5.")
         path, implied = _resolve(model_name)
         ckpt = formats.read_checkpoint(path)
         if variant == AUTO:

@@ -10,6 +10,7 @@ import comfy.model_sampling
 import comfy.supported_models
 
 from ..lune.errors import UnsupportedModelError
+from ..lune.latent import sd15_latent_problem
 from ..lune.schedule import sol_timestep_label
 from ..lune.variants import FLOW, V_DISCRETE, Variant
 
@@ -21,6 +22,10 @@ class LuneFlowSampling(comfy.model_sampling.ModelSamplingDiscreteFlow, comfy.mod
     own patch and carry the variant name. RES4LYF sees CONST (flow), sigma_max == 1, ``set_parameters(shift=)``.
     """
     lune_variant = "lune"
+
+    def noise_scaling(self, sigma, noise, latent_image, max_denoise=False):
+        require_sd15_latent(latent_image)
+        return super().noise_scaling(sigma, noise, latent_image, max_denoise=max_denoise)
 
 
 class SolSampling(comfy.model_sampling.ModelSamplingDiscrete, comfy.model_sampling.V_PREDICTION):
@@ -40,7 +45,17 @@ class SolSampling(comfy.model_sampling.ModelSamplingDiscrete, comfy.model_sampli
         return sol_timestep_label(super().timestep(sigma), self.shift)
 
     def noise_scaling(self, sigma, noise, latent_image, max_denoise=False):
+        require_sd15_latent(latent_image)
         return super().noise_scaling(sigma, noise, latent_image, max_denoise=False)
+
+
+def require_sd15_latent(latent_image) -> None:
+    """Every sampler (KSampler, SamplerCustom*, RES4LYF) passes the start latent through ``noise_scaling`` of the
+    patched model: the first place a Flux/SD3/video latent meets a Lune model. Refuse it there with the fix,
+    instead of the UNet's conv error ("expected input[…, 16, …] to have 4 channels")."""
+    problem = None if latent_image is None else sd15_latent_problem(latent_image)
+    if problem:
+        raise UnsupportedModelError(problem)
 
 
 def is_sd15(model) -> bool:

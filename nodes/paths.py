@@ -44,5 +44,8 @@ def resolve_model(name: str) -> str | None:
 
 
 def download_root(repo_id: str) -> str:
-    """Where a downloaded repo lives: models/diffusion_models/<owner>_<name>/ (listed by the loader afterwards)."""
-    return os.path.join(folder_paths.get_folder_paths("diffusion_models")[-1], repo_id.replace("/", "_"))
+    """Where a downloaded repo lives: models/diffusion_models/<owner>_<name>/ (listed by the loader afterwards).
+
+    Built from ``models_dir``, not the last registered diffusion_models path: ComfyUI's main.py appends
+    ``output/diffusion_models`` (for model-saving nodes) after ``models/diffusion_models``."""
+    return os.path.join(folder_paths.models_dir, "diffusion_models", repo_id.replace("/", "_"))

@@ -30,6 +30,7 @@ class LuneShift:
                 "Lune Flow Shift was given a Sol model. Sol is v-prediction on the SD1.5 discrete schedule, not "
                 "rectified flow, so a flow shift would give wrong images. Connect Load Lune Model (variant sol) "
                 "straight to the sampler instead.")
-        if not shift > 0:
-            raise UnsupportedModelError(f"shift must be > 0 (got {shift}); use 1.0 for no shift, 2.0–2.5 for Lune.")
+        if not 0 < shift <= SHIFT_LIMITS["max"]:  # also refuses NaN/inf arriving through a link
+            raise UnsupportedModelError(f"shift must be > 0 and at most {SHIFT_LIMITS['max']:g} (got {shift}); "
+                                        "use 1.0 for no shift, 2.0–2.5 for Lune.")
         return (install_flow(model, shift, lune_variant_of(model) or DEFAULT_VARIANT),)

@@ -112,9 +112,9 @@ function drawPlot(node, ctx) {
   ctx.textBaseline = "top";
   ctx.fillText(`σ: ${entry.label}`, x0 + pad, y0 + 3, w - 2 * pad);
   ctx.fillStyle = GRID;
-  ctx.textAlign = "right";
+  ctx.textAlign = "left";
   ctx.textBaseline = "bottom";
-  ctx.fillText("dashed: shift 1", x0 + w - pad, y0 + h - 3);
+  ctx.fillText("dashed: shift 1", x0 + pad, y0 + h - 3);
   ctx.restore();
 }
 

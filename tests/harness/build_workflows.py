@@ -223,6 +223,53 @@ def lune_res4lyf(size=512) -> dict:
     return g.to_json()
 
 
+NOTE_LYRA = """Lune + Lyra (AbstractPhil/vae-lyra): CLIP-L and t5-base fused by Lyra, fed to the SD1.5 UNet.
+
+1. Load Lyra: '[download] AbstractPhil/vae-lyra' fetches model.pt + config.json into
+   models/lyra/AbstractPhil_vae-lyra/ (or put them there yourself; then pick that entry).
+2. Load CLIP: a t5-base encoder (e.g. t5_base.safetensors in models/text_encoders), type stable_audio.
+   Not T5-XXL (Flux/SD3): Lyra was trained on t5-base (768 wide).
+3. Lyra Encode for BOTH positive and negative (empty negative goes through Lyra too, as the author does).
+   clip-skip must stay off for Lyra: no CLIP Set Last Layer, it was trained on CLIP-L's last layer.
+4. mode mean = deterministic; sample = the author's random z (seed). strength 1 = the author's behaviour,
+   0 = plain CLIP. T5 sees the prompt without (word:1.2) weights, cut to 77 tokens; past 77 CLIP tokens
+   the extra chunks stay plain CLIP.
+5. Sampling as usual for Lune-Flux: 25 steps, CFG 7.5, euler + simple, 512x512."""
+
+
+def lune_lyra(model=DEFAULT_MODEL, companion=DEFAULT_COMPANION, t5_file="t5_base.safetensors", steps=25, cfg=7.5,
+              size=512, seed=42,
+              positive="a watercolor painting of a lighthouse on a cliff at dusk, soft light") -> dict:
+    g = UiGraph()
+    g.add("Note", [NOTE_LYRA], pos=(20, 20), size=(420, 360), title="Read me")
+    loader = g.add("LuneModelLoader", [model, "lune-flux", 2.0, companion], pos=(20, 410), size=(420, 170),
+                   outputs=[("MODEL", "MODEL"), ("CLIP", "CLIP"), ("VAE", "VAE")], color=LUNE_COLOR)
+    t5 = g.add("CLIPLoader", [t5_file, "stable_audio", "default"], pos=(20, 610), size=(420, 110),
+               title="Load CLIP (t5-base)", outputs=[("CLIP", "CLIP")])
+    lyra = g.add("LyraLoader", ["[download] AbstractPhil/vae-lyra", "default"], pos=(20, 750), size=(420, 90),
+                 outputs=[("lyra", "LYRA")], color=LUNE_COLOR)
+    encode_inputs = [("clip", "CLIP"), ("t5", "CLIP"), ("lyra", "LYRA")]
+    pos_ = g.add("LyraEncode", [positive, "mean", 0, "fixed", 1.0], pos=(470, 20), size=(400, 230), title="Positive",
+                 inputs=encode_inputs, outputs=[("CONDITIONING", "CONDITIONING")], color=LUNE_COLOR)
+    neg = g.add("LyraEncode", ["", "mean", 0, "fixed", 1.0], pos=(470, 280), size=(400, 200), title="Negative",
+                inputs=encode_inputs, outputs=[("CONDITIONING", "CONDITIONING")], color=LUNE_COLOR)
+    latent = g.add("EmptyLatentImage", [size, size, 1], pos=(470, 510), size=(320, 110),
+                   outputs=[("LATENT", "LATENT")])
+    ks = g.add("KSampler", [seed, "fixed", steps, cfg, "euler", "simple", 1.0], pos=(900, 20), size=(320, 270),
+               inputs=[("model", "MODEL"), ("positive", "CONDITIONING"), ("negative", "CONDITIONING"),
+                       ("latent_image", "LATENT")], outputs=[("LATENT", "LATENT")])
+    for enc in (pos_, neg):
+        g.connect(loader, 1, enc, "clip")
+        g.connect(t5, 0, enc, "t5")
+        g.connect(lyra, 0, enc, "lyra")
+    g.connect(loader, 0, ks, "model")
+    g.connect(pos_, 0, ks, "positive")
+    g.connect(neg, 0, ks, "negative")
+    g.connect(latent, 0, ks, "latent_image")
+    _decode_and_save(g, loader, (ks, 0), "lune_lyra")
+    return g.to_json()
+
+
 WORKFLOWS = {
     "lune_txt2img": lune_txt2img,
     "lune_flux_txt2img": lune_flux_txt2img,
@@ -230,6 +277,7 @@ WORKFLOWS = {
     "lune_img2img": lune_img2img,
     "lune_sampler_adapter": lune_sampler_adapter,
     "lune_res4lyf": lune_res4lyf,
+    "lune_lyra": lune_lyra,
 }
 DEFAULT_WORKFLOW = "lune_txt2img"
 

@@ -40,7 +40,7 @@ def _schedule(workflow: dict) -> tuple[float, int, str]:
         w = node.get("widgets_values") or []
         if node["type"] == "LuneModelLoader":
             s = float(w[2])
-            label = "sol: unshifted" if w[1] == "sol" else f"shift {s:g}"
+            label = "sol: no flow shift" if w[1] == "sol" else f"shift {s:g}"
             if w[1] == "sol":
                 s = 1.0
         elif node["type"] in ("KSampler", "ClownsharKSampler_Beta"):
