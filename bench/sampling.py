@@ -24,7 +24,7 @@ TARGET = 1.02
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--size", type=int, default=128, help="image side in pixels (latent = size/8)")
+    parser.add_argument("--size", type=int, default=256, help="image side in pixels (latent = size/8)")
     args = parser.parse_args(argv if argv is not None else [])
     from .comfy_child import boot_with_full_models
 
