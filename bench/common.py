@@ -65,3 +65,10 @@ def write_results(name: str, markdown: str) -> Path:
     path = RESULTS_DIR / f"{name}.md"
     path.write_text(markdown)
     return path
+
+
+def publish(name: str, text: str) -> int:
+    """Print a result table and write it to bench/results/<name>.md; returns 0 (the case ran)."""
+    print(text)
+    print(f"written to {write_results(name, text)}")
+    return 0

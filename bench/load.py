@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 import time
 
-from .common import child_report, gib, machine_line, median, peak_rss_bytes, run_child, write_results
+from .common import publish, child_report, gib, machine_line, median, peak_rss_bytes, run_child
 
 REPEATS = 3
 TIME_TARGET = RSS_TARGET = 1.05
@@ -74,9 +74,7 @@ def main() -> int:
     base = median(r["base_rss"] for r in runs["pack"])
     lines += ["", f"ComfyUI + pack baseline RSS before loading: {gib(base)}.", ""]
     text = "\n".join(lines)
-    print(text)
-    print(f"written to {write_results('load', text)}")
-    return 0
+    return publish("load", text)
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ import math
 import sys
 import time
 
-from .common import child_report, gib, machine_line, median, run_child, write_results
+from .common import publish, child_report, gib, machine_line, median, run_child
 
 TARGET = 1.3
 REPEATS = 3
@@ -64,9 +64,7 @@ def main() -> int:
     pack_rss, naive_rss = (median(r["peak_rss"] for r in rows[c]) for c in ("pack", "naive"))
     lines += ["", f"pack / naive peak RSS: {pack_rss / naive_rss:.2f}", ""]
     text = "\n".join(lines)
-    print(text)
-    print(f"written to {write_results('pt_load', text)}")
-    return 0
+    return publish("pt_load", text)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ import time
 
 import torch
 
-from .common import machine_line, median, write_results
+from .common import publish, machine_line, median
 
 STEPS, CFG, SEED, SHIFT = 8, 7.5, 0, 2.0
 REPEATS = 3
@@ -77,9 +77,7 @@ def main(argv=None) -> int:
         f"| stock (ModelSamplingSD3 + euler/simple + LatentMultiply) | {s:.3f} | {counts['stock']} |", "",
         f"Time ratio pack/stock: {p / s:.3f} (target ≤ {TARGET}: {verdict}). Max |Δ latent| between the two paths: "
         f"{diff:.2e} (same grid up to the simple scheduler's rounding, SPEC §1).", ""])
-    print(text)
-    print(f"written to {write_results('sampling', text)}")
-    return 0
+    return publish("sampling", text)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from .common import child_report, machine_line, median, run_child, write_results
+from .common import publish, child_report, machine_line, median, run_child
 
 REPEATS = 3
 TARGET_S = 0.3
@@ -90,9 +90,7 @@ def main() -> int:
         f"{'met' if imp <= TARGET_S else 'MISSED'} |",
         f"| top-level modules the pack newly imports | {', '.join(new) or '—'} | no heavy ones: "
         f"{'met' if not heavy else 'MISSED ' + ', '.join(heavy)} |", ""])
-    print(text)
-    print(f"written to {write_results('startup', text)}")
-    return 0
+    return publish("startup", text)
 
 
 if __name__ == "__main__":

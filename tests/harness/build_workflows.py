@@ -27,38 +27,21 @@ NOTE_TXT2IMG = """Lune (SD1.5 rectified flow) with the stock KSampler.
 
 
 def lune_txt2img(model=DEFAULT_MODEL, companion=DEFAULT_COMPANION, variant="auto", steps=25, cfg=7.5, size=512,
-                 sampler="euler", scheduler="simple", seed=42, note=NOTE_TXT2IMG,
+                 sampler="euler", scheduler="simple", seed=42, note=NOTE_TXT2IMG, prefix="lune",
                  positive="a watercolor painting of a lighthouse on a cliff at dusk, soft light") -> dict:
     g = UiGraph()
     g.add("Note", [note], pos=(20, 20), size=(420, 330), title="Read me")
-    loader = g.add("LuneModelLoader", [model, variant, 2.0, companion], pos=(20, 380), size=(420, 170),
-                   outputs=[("MODEL", "MODEL"), ("CLIP", "CLIP"), ("VAE", "VAE")], color=LUNE_COLOR)
-    pos_ = g.add("CLIPTextEncode", [positive], pos=(470, 20), size=(400, 160), title="Positive",
-                 inputs=[("clip", "CLIP")], outputs=[("CONDITIONING", "CONDITIONING")])
-    neg = g.add("CLIPTextEncode", [""], pos=(470, 210), size=(400, 120), title="Negative",
-                inputs=[("clip", "CLIP")], outputs=[("CONDITIONING", "CONDITIONING")])
+    loader, pos_, neg = _lune_inputs(g, model, companion, variant, positive=positive)
     latent = g.add("EmptyLatentImage", [size, size, 1], pos=(470, 360), size=(320, 110),
                    outputs=[("LATENT", "LATENT")])
     ks = g.add("KSampler", [seed, "fixed", steps, cfg, sampler, scheduler, 1.0], pos=(900, 20), size=(320, 270),
                inputs=[("model", "MODEL"), ("positive", "CONDITIONING"), ("negative", "CONDITIONING"),
                        ("latent_image", "LATENT")], outputs=[("LATENT", "LATENT")])
-    mult = g.add("LuneLatentMultiply", ["variant default", 1.0], pos=(900, 320), size=(320, 110),
-                 inputs=[("samples", "LATENT"), ("model", "MODEL")],
-                 outputs=[("samples", "LATENT"), ("factor", "FLOAT")], color=LUNE_COLOR)
-    dec = g.add("VAEDecode", [], pos=(1250, 20), size=(220, 50), inputs=[("samples", "LATENT"), ("vae", "VAE")],
-                outputs=[("IMAGE", "IMAGE")])
-    save = g.add("SaveImage", ["lune"], pos=(1250, 110), size=(400, 420), inputs=[("images", "IMAGE")])
-    g.connect(loader, 1, pos_, "clip")
-    g.connect(loader, 1, neg, "clip")
     g.connect(loader, 0, ks, "model")
     g.connect(pos_, 0, ks, "positive")
     g.connect(neg, 0, ks, "negative")
     g.connect(latent, 0, ks, "latent_image")
-    g.connect(ks, 0, mult, "samples")
-    g.connect(loader, 0, mult, "model")
-    g.connect(mult, 0, dec, "samples")
-    g.connect(loader, 2, dec, "vae")
-    g.connect(dec, 0, save, "images")
+    _decode_and_save(g, loader, (ks, 0), prefix)
     return g.to_json()
 
 
