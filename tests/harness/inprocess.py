@@ -14,11 +14,21 @@ from .env import PACK_NODE_DIR_NAME, comfyui_path
 PACK_NODES = ("LuneModelLoader", "LuneShift", "LuneLatentMultiply", "LuneSamplerAdapter")
 
 
+def _comfy_first_on_path() -> None:
+    """ComfyUI's root must win over this repo for top-level names both have (``nodes``): pytest may have put the
+    repo root ahead of it while importing test modules."""
+    root = str(comfyui_path())
+    while root in sys.path:
+        sys.path.remove(root)
+    sys.path.insert(0, root)
+    stray = sys.modules.get("nodes")
+    if stray is not None and not str(getattr(stray, "__file__", "")).startswith(root):
+        del sys.modules["nodes"]
+
+
 def configure_args(base_dir: Path) -> None:
     """Put ComfyUI on the path and set its CLI args (CPU, base directory) before any other comfy import."""
-    root = str(comfyui_path())
-    if root not in sys.path:
-        sys.path.insert(0, root)
+    _comfy_first_on_path()
     import comfy.cli_args
 
     comfy.cli_args.args.cpu = True
@@ -69,6 +79,7 @@ class InProcessComfy:
         if Path(folder_paths.base_path).resolve() != base_dir.resolve():
             raise RuntimeError(f"folder_paths was imported before configure_args({base_dir}); call it earlier "
                                "(tests/conftest.py does so in pytest_configure)")
+        _comfy_first_on_path()
         import utils.install_util  # noqa: F401  (ComfyUI's own package; must precede `nodes`)
         import server  # noqa: F401
         import execution
