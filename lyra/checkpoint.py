@@ -449,7 +449,7 @@ def load_lyra(
         )
 
     model = model.to(device=device, dtype=torch.float32)
-    model.eval()
+    model.train(False)  # inference mode for dropout/norm layers
     model.requires_grad_(False)
     model.load_info = LyraLoadInfo(
         path=path,

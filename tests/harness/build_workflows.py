@@ -34,13 +34,7 @@ def lune_txt2img(model=DEFAULT_MODEL, companion=DEFAULT_COMPANION, variant="auto
     loader, pos_, neg = _lune_inputs(g, model, companion, variant, positive=positive)
     latent = g.add("EmptyLatentImage", [size, size, 1], pos=(470, 360), size=(320, 110),
                    outputs=[("LATENT", "LATENT")])
-    ks = g.add("KSampler", [seed, "fixed", steps, cfg, sampler, scheduler, 1.0], pos=(900, 20), size=(320, 270),
-               inputs=[("model", "MODEL"), ("positive", "CONDITIONING"), ("negative", "CONDITIONING"),
-                       ("latent_image", "LATENT")], outputs=[("LATENT", "LATENT")])
-    g.connect(loader, 0, ks, "model")
-    g.connect(pos_, 0, ks, "positive")
-    g.connect(neg, 0, ks, "negative")
-    g.connect(latent, 0, ks, "latent_image")
+    ks = _ksampler(g, loader, pos_, neg, latent, [seed, "fixed", steps, cfg, sampler, scheduler, 1.0])
     _decode_and_save(g, loader, (ks, 0), prefix)
     return g.to_json()
 
@@ -108,6 +102,18 @@ def _lune_inputs(g: UiGraph, model=DEFAULT_MODEL, companion=DEFAULT_COMPANION, v
     return loader, pos_, neg
 
 
+def _ksampler(g: UiGraph, loader: int, pos_: int, neg: int, latent: int, widgets: list) -> int:
+    """A stock KSampler wired to the loader's MODEL, the two prompts and a latent source."""
+    ks = g.add("KSampler", widgets, pos=(900, 20), size=(320, 270),
+               inputs=[("model", "MODEL"), ("positive", "CONDITIONING"), ("negative", "CONDITIONING"),
+                       ("latent_image", "LATENT")], outputs=[("LATENT", "LATENT")])
+    g.connect(loader, 0, ks, "model")
+    g.connect(pos_, 0, ks, "positive")
+    g.connect(neg, 0, ks, "negative")
+    g.connect(latent, 0, ks, "latent_image")
+    return ks
+
+
 def _decode_and_save(g: UiGraph, loader: int, latent_src: tuple[int, int], prefix: str,
                      mult_pos=(900, 320), x: int = 1250) -> None:
     """latent → Lune Latent Multiply (variant default) → VAE Decode → Save Image."""
@@ -143,16 +149,10 @@ def lune_img2img(denoise=0.6, steps=25, cfg=7.5, seed=42) -> dict:
                   inputs=[("image", "IMAGE")], outputs=[("IMAGE", "IMAGE")])
     enc = g.add("VAEEncode", [], pos=(470, 520), size=(220, 50), inputs=[("pixels", "IMAGE"), ("vae", "VAE")],
                 outputs=[("LATENT", "LATENT")])
-    ks = g.add("KSampler", [seed, "fixed", steps, cfg, "euler", "simple", denoise], pos=(900, 20), size=(320, 270),
-               inputs=[("model", "MODEL"), ("positive", "CONDITIONING"), ("negative", "CONDITIONING"),
-                       ("latent_image", "LATENT")], outputs=[("LATENT", "LATENT")])
+    ks = _ksampler(g, loader, pos_, neg, enc, [seed, "fixed", steps, cfg, "euler", "simple", denoise])
     g.connect(img, 0, scale, "image")
     g.connect(scale, 0, enc, "pixels")
     g.connect(loader, 2, enc, "vae")
-    g.connect(loader, 0, ks, "model")
-    g.connect(pos_, 0, ks, "positive")
-    g.connect(neg, 0, ks, "negative")
-    g.connect(enc, 0, ks, "latent_image")
     _decode_and_save(g, loader, (ks, 0), "lune_img2img")
     return g.to_json()
 
@@ -238,17 +238,11 @@ def lune_lyra(model=DEFAULT_MODEL, companion=DEFAULT_COMPANION, t5_file="t5_base
                 inputs=encode_inputs, outputs=[("CONDITIONING", "CONDITIONING")], color=LUNE_COLOR)
     latent = g.add("EmptyLatentImage", [size, size, 1], pos=(470, 510), size=(320, 110),
                    outputs=[("LATENT", "LATENT")])
-    ks = g.add("KSampler", [seed, "fixed", steps, cfg, "euler", "simple", 1.0], pos=(900, 20), size=(320, 270),
-               inputs=[("model", "MODEL"), ("positive", "CONDITIONING"), ("negative", "CONDITIONING"),
-                       ("latent_image", "LATENT")], outputs=[("LATENT", "LATENT")])
+    ks = _ksampler(g, loader, pos_, neg, latent, [seed, "fixed", steps, cfg, "euler", "simple", 1.0])
     for enc in (pos_, neg):
         g.connect(loader, 1, enc, "clip")
         g.connect(t5, 0, enc, "t5")
         g.connect(lyra, 0, enc, "lyra")
-    g.connect(loader, 0, ks, "model")
-    g.connect(pos_, 0, ks, "positive")
-    g.connect(neg, 0, ks, "negative")
-    g.connect(latent, 0, ks, "latent_image")
     _decode_and_save(g, loader, (ks, 0), "lune_lyra")
     return g.to_json()
 
