@@ -64,7 +64,8 @@ def child_import() -> None:
     start = time.perf_counter()
     ok = asyncio.run(nodes.load_custom_node(str(PACK_DIR)))
     seconds = time.perf_counter() - start
-    new = sorted({m.split(".")[0] for m in set(sys.modules) - before})
+    # ComfyUI registers the pack itself under its directory path; list only what the pack pulls in
+    new = sorted({m.split(".")[0] for m in set(sys.modules) - before if not m.startswith(str(PACK_DIR))})
     child_report(seconds=seconds, ok=bool(ok), new_top_level=new)
 
 
