@@ -9,12 +9,23 @@ import re
 from dataclasses import dataclass
 from typing import Mapping
 
+from .errors import LuneError
+
 log = logging.getLogger("lune")
 
 FLOW = "flow"            # rectified flow, velocity prediction, ComfyUI CONST + ModelSamplingDiscreteFlow
 V_DISCRETE = "v_discrete"  # v-prediction on the SD1.5 discrete schedule (Sol)
 
 TRAINED_SHIFT_RANGE = (2.0, 2.5)
+SHIFT_MAX = 20.0  # beyond this σ' ≈ 1 for almost every step: a typo, not a setting
+
+
+def check_flow_shift(shift: float) -> None:
+    """Raise LuneError unless ``0 < shift <= SHIFT_MAX`` (also refuses NaN/inf arriving through a link)."""
+    if not 0 < shift <= SHIFT_MAX:
+        lo, hi = TRAINED_SHIFT_RANGE
+        raise LuneError(f"shift must be > 0 and at most {SHIFT_MAX:g} (got {shift}); use 1.0 for no shift — "
+                         f"Lune was trained at {lo}–{hi}, so {lo}–{hi} for Lune.")
 
 
 @dataclass(frozen=True)

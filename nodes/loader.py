@@ -10,7 +10,8 @@ import folder_paths
 
 from ..lune import formats, hub
 from ..lune.errors import MissingComponentError, UnsupportedModelError
-from ..lune.variants import TRAINED_SHIFT_RANGE, VARIANT_NAMES, detect_variant, get_variant
+from ..lune.variants import (SHIFT_MAX, TRAINED_SHIFT_RANGE, VARIANT_NAMES, check_flow_shift, detect_variant,
+                             get_variant)
 from . import paths
 from .model_sampling import install_variant
 
@@ -18,7 +19,7 @@ log = logging.getLogger("lune")
 
 FROM_FILE = "(from model file)"
 AUTO = "auto"
-SHIFT_LIMITS = {"min": 0.05, "max": 20.0, "step": 0.05}
+SHIFT_LIMITS = {"min": 0.05, "max": SHIFT_MAX, "step": 0.05}
 
 
 def _resolve(model_name: str) -> tuple[str, str | None]:
@@ -98,9 +99,7 @@ class LuneModelLoader:
         return (_file_stamp(path) if path else model_name, variant, shift, clip_vae_from)
 
     def load(self, model_name, variant, shift, clip_vae_from):
-        if not 0 < shift <= SHIFT_LIMITS["max"]:  # also refuses NaN/inf arriving through a link
-            raise UnsupportedModelError(f"shift must be > 0 and at most {SHIFT_LIMITS['max']:g} (got {shift}); "
-                                        "Lune was trained at 2.0–2.5.")
+        check_flow_shift(shift)
         path, implied = _resolve(model_name)
         ckpt = formats.read_checkpoint(path)
         if variant == AUTO:

@@ -19,13 +19,13 @@ NOT_FLOW = ("needs a Lune model: load it with Load Lune Model, or put Lune Flow 
             "loader and the sampler (the MODEL is still sampled as EPS, which gives wrong images).")
 
 
-def lune_sigmas(model_sampling, steps: int, denoise: float = 1.0):
+def lune_sigmas(model_sampling, steps: int, denoise: float = 1.0, caller: str = f"The {SCHEDULER_NAME} schedule"):
     """Flow: ``shift(linspace(1, 0, N+1))`` with the shift read from the model; Sol: trailing discrete grid."""
     if isinstance(model_sampling, SolSampling):
         return sol_sigmas(steps, denoise)
     if is_flow(model_sampling):
         return flow_sigmas(steps, float(model_sampling.shift), denoise)
-    raise LuneError(f"The {SCHEDULER_NAME} schedule {NOT_FLOW}")
+    raise LuneError(f"{caller} {NOT_FLOW}")
 
 
 def _scheduler_handler(model_sampling, steps):
@@ -61,8 +61,5 @@ class LuneSamplerAdapter:
                    "SamplerCustomAdvanced and RES4LYF's SharkSampler.")
 
     def build(self, model, steps, denoise):
-        sampling = model.get_model_object("model_sampling")
-        if not (is_flow(sampling) or isinstance(sampling, SolSampling)):
-            raise LuneError(f"Lune Sampler Adapter {NOT_FLOW}")
-        sigmas = lune_sigmas(sampling, steps, denoise)
+        sigmas = lune_sigmas(model.get_model_object("model_sampling"), steps, denoise, caller="Lune Sampler Adapter")
         return (comfy.samplers.KSAMPLER(sample_lune_euler), sigmas)

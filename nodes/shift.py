@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from ..lune.errors import UnsupportedModelError
-from ..lune.variants import DEFAULT_VARIANT, TRAINED_SHIFT_RANGE
+from ..lune.variants import DEFAULT_VARIANT, TRAINED_SHIFT_RANGE, check_flow_shift
 from .loader import SHIFT_LIMITS
 from .model_sampling import SolSampling, current_sampling, install_flow, lune_variant_of, require_sd15
 
@@ -30,7 +30,5 @@ class LuneShift:
                 "Lune Flow Shift was given a Sol model. Sol is v-prediction on the SD1.5 discrete schedule, not "
                 "rectified flow, so a flow shift would give wrong images. Connect Load Lune Model (variant sol) "
                 "straight to the sampler instead.")
-        if not 0 < shift <= SHIFT_LIMITS["max"]:  # also refuses NaN/inf arriving through a link
-            raise UnsupportedModelError(f"shift must be > 0 and at most {SHIFT_LIMITS['max']:g} (got {shift}); "
-                                        "use 1.0 for no shift, 2.0–2.5 for Lune.")
+        check_flow_shift(shift)
         return (install_flow(model, shift, lune_variant_of(model) or DEFAULT_VARIANT),)
