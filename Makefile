@@ -16,7 +16,7 @@ test-fast: env
 
 # The main job: a bundled workflow through a real ComfyUI server, writing a PNG.
 main: env
-	. $(ENV_DIR)/env.sh && $(PY) -m tests.harness.main_job
+	. $(ENV_DIR)/env.sh && $(PY) -m tools.main_job
 
 bench: env
 	. $(ENV_DIR)/env.sh && $(PY) -m bench.run

@@ -13,15 +13,15 @@ FULL_NAMES = {
 
 
 def full_fixture():
-    from tests.fixtures.sd15_files import build_sd15_fixtures
+    from testbed.fixtures.sd15_files import build_sd15_fixtures
 
     return build_sd15_fixtures(None, size="full", seed=0)
 
 
 def boot_with_full_models():
     """(InProcessComfy, {format: model_name}) — ComfyUI booted with the pack, fixtures symlinked into models/."""
-    from tests.harness.env import make_base_dir, place_model
-    from tests.harness.inprocess import InProcessComfy, configure_args
+    from testbed.env import make_base_dir, place_model
+    from testbed.inprocess import InProcessComfy, configure_args
 
     base = make_base_dir(Path(tempfile.mkdtemp(prefix="lune-bench-")))
     configure_args(base)

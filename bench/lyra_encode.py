@@ -49,8 +49,8 @@ def _time_interleaved(fns: dict, runs: int, warmup: int = 2) -> tuple[dict, list
 
 
 def _boot(base: Path):
-    from tests.harness.env import make_base_dir
-    from tests.harness.inprocess import InProcessComfy, configure_args
+    from testbed.env import make_base_dir
+    from testbed.inprocess import InProcessComfy, configure_args
 
     make_base_dir(base)
     configure_args(base)
@@ -66,9 +66,9 @@ def main(argv: list[str] | None = None) -> str:
         torch.set_num_threads(args.threads)
     logging.basicConfig(level=logging.WARNING)
 
-    from tests.fixtures import lyra_files
-    from tests.fixtures.t5_files import build_t5_base
-    from tests.harness.env import place_model
+    from testbed.fixtures import lyra_files
+    from testbed.fixtures.t5_files import build_t5_base
+    from testbed.env import place_model
 
     with tempfile.TemporaryDirectory(prefix="lune-bench-lyra-") as tmp:
         tmp = Path(tmp)

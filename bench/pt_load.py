@@ -17,7 +17,7 @@ REPEATS = 3
 
 
 def _fixture_path() -> str:
-    from tests.fixtures.sd15_files import build_sd15_fixtures
+    from testbed.fixtures.sd15_files import build_sd15_fixtures
 
     return str(build_sd15_fixtures(None, size="full", seed=0).training_state)
 

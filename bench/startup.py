@@ -25,8 +25,8 @@ HEAVY = ("transformers", "diffusers", "huggingface_hub", "matplotlib", "scipy", 
 
 
 def _server_start_seconds(with_pack: bool) -> float:
-    from tests.harness.env import make_base_dir
-    from tests.harness.server import ComfyServer
+    from testbed.env import make_base_dir
+    from testbed.server import ComfyServer
 
     base = make_base_dir(Path(tempfile.mkdtemp(prefix="lune-startup-")))
     if not with_pack:
@@ -50,8 +50,8 @@ def _server_start_seconds(with_pack: bool) -> float:
 def child_import() -> None:
     import asyncio
 
-    from tests.harness.env import PACK_DIR, make_base_dir
-    from tests.harness.inprocess import configure_args
+    from testbed.env import PACK_DIR, make_base_dir
+    from testbed.inprocess import configure_args
 
     base = make_base_dir(Path(tempfile.mkdtemp(prefix="lune-import-")))
     configure_args(base)

@@ -6,7 +6,7 @@ import logging
 from ..lune.errors import LuneError
 from ..lune.latent import MANUAL_RANGE, apply_multiplier, estimate_multiplier, nonfinite_problem, sd15_latent_problem
 from ..lune.variants import get_variant
-from .model_sampling import lune_variant_of
+from .sampling_patches import lune_variant_of
 
 log = logging.getLogger("lune")
 

@@ -13,7 +13,7 @@ from ..lune.errors import MissingComponentError, UnsupportedModelError
 from ..lune.variants import (SHIFT_MAX, TRAINED_SHIFT_RANGE, VARIANT_NAMES, check_flow_shift, detect_variant,
                              get_variant)
 from . import paths
-from .model_sampling import install_variant
+from .sampling_patches import install_variant
 
 log = logging.getLogger("lune")
 

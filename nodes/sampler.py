@@ -9,7 +9,7 @@ import comfy.samplers
 from ..lune.errors import LuneError
 from ..lune.sampling import sample_lune_euler
 from ..lune.schedule import flow_sigmas, sol_sigmas
-from .model_sampling import SolSampling, is_flow
+from .sampling_patches import SolSampling, is_flow
 
 log = logging.getLogger("lune")
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 from ..lune.errors import UnsupportedModelError
 from ..lune.variants import DEFAULT_VARIANT, TRAINED_SHIFT_RANGE, check_flow_shift
 from .loader import SHIFT_LIMITS
-from .model_sampling import SolSampling, current_sampling, install_flow, lune_variant_of, require_sd15
+from .sampling_patches import SolSampling, current_sampling, install_flow, lune_variant_of, require_sd15
 
 
 class LuneShift:

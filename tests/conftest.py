@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness.env import make_base_dir, place_model
+from testbed.env import make_base_dir, place_model
 
 _BASE: Path | None = None
 
@@ -22,7 +22,7 @@ def pytest_configure(config):
     _BASE = make_base_dir(Path(tempfile.mkdtemp(prefix="lune-comfy-base-")))
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never touch the network
     try:
-        from tests.harness.inprocess import configure_args
+        from testbed.inprocess import configure_args
 
         configure_args(_BASE)
     except RuntimeError:
@@ -42,14 +42,14 @@ def comfy_base() -> Path:
 @pytest.fixture(scope="session")
 def comfy(comfy_base):
     """The in-process ComfyUI with the pack loaded (booted once)."""
-    from tests.harness.inprocess import InProcessComfy
+    from testbed.inprocess import InProcessComfy
 
     return InProcessComfy._booted or InProcessComfy(comfy_base)
 
 
 @pytest.fixture(scope="session")
 def tiny_sd15():
-    from tests.fixtures.sd15_files import build_sd15_fixtures
+    from testbed.fixtures.sd15_files import build_sd15_fixtures
 
     return build_sd15_fixtures(None, size="tiny", seed=0)
 
@@ -71,7 +71,7 @@ def tiny_models(comfy, comfy_base, tiny_sd15):
 @pytest.fixture(scope="session")
 def comfy_server(comfy_base, tiny_models):
     """A real ComfyUI HTTP server on 127.0.0.1 (free port) over the same base directory and fixture models."""
-    from tests.harness.server import ComfyServer
+    from testbed.server import ComfyServer
 
     server = ComfyServer(comfy_base)
     try:

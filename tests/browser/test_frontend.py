@@ -22,10 +22,10 @@ from pathlib import Path
 import pytest
 from PIL import Image, ImageChops
 
-from tests.harness import build_workflows
-from tests.harness.env import ENV_DIR, PACK_DIR, PACK_NODE_DIR_NAME, comfyui_path, make_base_dir
-from tests.harness.server import ComfyServer
-from tests.harness.ui_workflow import VIRTUAL_NODES
+from tools import build_workflows
+from testbed.env import ENV_DIR, PACK_DIR, PACK_NODE_DIR_NAME, comfyui_path, make_base_dir
+from testbed.server import ComfyServer
+from testbed.ui_workflow import VIRTUAL_NODES
 
 pytestmark = [pytest.mark.browser, pytest.mark.comfy]
 

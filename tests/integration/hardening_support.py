@@ -14,8 +14,8 @@ from typing import Iterator
 import torch
 
 from tests.fixtures.bad_inputs import read_latent
-from tests.harness.env import MODEL_SUBDIRS, make_base_dir, place_model
-from tests.harness.server import ComfyServer, execution_error
+from testbed.env import MODEL_SUBDIRS, make_base_dir, place_model
+from testbed.server import ComfyServer, execution_error
 
 FROM_FILE = "(from model file)"
 

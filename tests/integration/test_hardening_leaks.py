@@ -16,8 +16,8 @@ import pytest
 import torch
 
 from tests.fixtures.bad_inputs import read_latent
-from tests.fixtures.sd15_files import build_sd15_fixtures
-from tests.harness.env import place_model
+from testbed.fixtures.sd15_files import build_sd15_fixtures
+from testbed.env import place_model
 from tests.integration.hardening_support import (
     describe_failure,
     lune_latent_graph,

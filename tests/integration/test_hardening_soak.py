@@ -16,9 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.fixtures import bad_inputs, sd15_files
-from tests.fixtures.t5_files import build_t5_base
-from tests.harness import graphs
+from tests.fixtures import bad_inputs
+from testbed.fixtures import sd15_files
+from testbed.fixtures.t5_files import build_t5_base
+from testbed import graphs
 from tests.integration.hardening_support import (
     describe_failure,
     fingerprint_tree,

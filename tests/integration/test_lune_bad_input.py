@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import pytest
 
-from tests.fixtures import sd15_files
-from tests.harness import graphs
-from tests.harness.env import place_model
+from testbed.fixtures import sd15_files
+from testbed import graphs
+from testbed.env import place_model
 
 pytestmark = pytest.mark.comfy
 

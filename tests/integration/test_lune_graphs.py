@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 from PIL import Image
 
-from tests.harness import graphs
+from testbed import graphs
 
 pytestmark = pytest.mark.comfy
 

@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import pytest
 
-from tests.fixtures import sd15_files
-from tests.harness import graphs
-from tests.harness.env import place_model
-from tests.harness.server import execution_error
+from testbed.fixtures import sd15_files
+from testbed import graphs
+from testbed.env import place_model
+from testbed.server import execution_error
 
 pytestmark = pytest.mark.comfy
 

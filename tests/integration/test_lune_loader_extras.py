@@ -7,8 +7,8 @@ import shutil
 import pytest
 import torch
 
-from tests.harness import graphs
-from tests.harness.env import place_model
+from testbed import graphs
+from testbed.env import place_model
 
 pytestmark = pytest.mark.comfy
 

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.fixtures import lyra_files
-from tests.fixtures.t5_files import build_t5_base
-from tests.harness.env import comfyui_path, place_model
+from testbed.fixtures import lyra_files
+from testbed.fixtures.t5_files import build_t5_base
+from testbed.env import comfyui_path, place_model
 
 pytestmark = pytest.mark.comfy
 

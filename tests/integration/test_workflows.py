@@ -1,7 +1,7 @@
 """The bundled workflows (workflows/*.json) against a real ComfyUI 0.3.75 HTTP server with the pack installed.
 
 One server per module. For every workflow: served by ``GET /workflow_templates`` (+ its thumbnail), no drift from
-``tests/harness/build_workflows.py``, every node type installed and every widget value valid for its input
+``tools/build_workflows.py``, every node type installed and every widget value valid for its input
 (model-file combos excepted: the tests put fixture files there), and executed end to end on the tiny fixtures
 (64×64, ≤ 4 steps) writing a PNG. RES4LYF is not part of the test bed: its workflow is checked against the
 widget order of SPEC §4 and executed only when ``ClownsharKSampler_Beta`` is installed.
@@ -16,10 +16,10 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from tests.harness import build_workflows
-from tests.harness.env import PACK_NODE_DIR_NAME, comfyui_path, make_base_dir, place_model
-from tests.harness.server import ComfyServer, execution_error
-from tests.harness.ui_workflow import VIRTUAL_NODES, has_control_widget, is_widget, to_api
+from tools import build_workflows
+from testbed.env import PACK_NODE_DIR_NAME, comfyui_path, make_base_dir, place_model
+from testbed.server import ComfyServer, execution_error
+from testbed.ui_workflow import VIRTUAL_NODES, has_control_widget, is_widget, to_api
 
 pytestmark = pytest.mark.comfy
 
@@ -61,8 +61,8 @@ def server(tmp_path_factory, tiny_sd15):
         Image.new("RGB", (96, 96), (90, 120, 200)).save(base / "input" / build_workflows.EXAMPLE_IMAGE)
     fixtures = {"checkpoint": place_model(base, "checkpoints", tiny_sd15.single_file, "lune_tiny_single.safetensors")}
     if _uses("Lyra"):  # a Lyra workflow: random-weight Lyra + t5-base fixtures as in test_lyra_comfy.py
-        from tests.fixtures import lyra_files
-        from tests.fixtures.t5_files import build_t5_base
+        from testbed.fixtures import lyra_files
+        from testbed.fixtures.t5_files import build_t5_base
 
         folder = base / "lyra_fixture"
         folder.mkdir()
@@ -90,9 +90,9 @@ def raw_get(srv: ComfyServer, path: str) -> tuple[str, bytes]:
 @pytest.mark.parametrize("name", NAMES)
 def test_committed_json_equals_builder_output(name):
     path = WORKFLOWS_DIR / f"{name}.json"
-    assert path.is_file(), f"{path} missing: run `python -m tests.harness.build_workflows`"
+    assert path.is_file(), f"{path} missing: run `python -m tools.build_workflows`"
     assert path.read_text() == build_workflows.render(name), (
-        f"{path.name} drifted from tests/harness/build_workflows.py: re-run `python -m tests.harness.build_workflows`")
+        f"{path.name} drifted from tools/build_workflows.py: re-run `python -m tools.build_workflows`")
 
 
 def test_every_bundled_file_has_a_builder_and_a_small_thumbnail():

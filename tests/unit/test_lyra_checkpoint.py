@@ -20,7 +20,7 @@ from lyra import (
     load_lyra,
     save_lyra_safetensors,
 )
-from tests.fixtures.lyra_files import (
+from testbed.fixtures.lyra_files import (
     TINY,
     random_state_dict,
     spec_shapes,

@@ -18,7 +18,7 @@ from lyra import (
     nearest_routes,
 )
 from lyra.cantor import CantorFusion
-from tests.fixtures.lyra_files import (
+from testbed.fixtures.lyra_files import (
     SPEC_COORDS_M2,
     SPEC_PARAM_COUNT,
     SPEC_ROUTES_M2,

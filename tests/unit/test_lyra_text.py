@@ -153,7 +153,7 @@ def test_transform_chunks_casts_back_and_validates():
 
 def test_node_style_pipeline_with_tiny_model():
     from lyra import LyraConfig, LyraVAE
-    from tests.fixtures.lyra_files import TINY, tiny_config
+    from testbed.fixtures.lyra_files import TINY, tiny_config
 
     model = LyraVAE(LyraConfig.from_dict(tiny_config())).eval()
     clip = torch.randn(1, 154, TINY["clip"], dtype=torch.float16)

@@ -20,8 +20,8 @@ from safetensors import safe_open
 from safetensors.torch import load_file
 
 from lune import unet_keys as uk
-from tests.fixtures import sd15_files as fx
-from tests.fixtures.comfy_path import comfy_available, import_comfy
+from testbed.fixtures import sd15_files as fx
+from testbed.comfy_path import comfy_available, import_comfy
 
 needs_comfy = pytest.mark.skipif(not comfy_available(), reason="ComfyUI test install not found (COMFYUI_PATH)")
 

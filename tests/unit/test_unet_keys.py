@@ -6,8 +6,8 @@ import torch
 
 from lune import unet_keys as uk
 from lune.errors import LuneError, LuneFormatError, UnsupportedModelError
-from tests.fixtures.comfy_path import comfy_available, import_comfy
-from tests.fixtures.sd15_files import UNET_SPECS, diffusers_unet_config, ldm_unet_shapes
+from testbed.comfy_path import comfy_available, import_comfy
+from testbed.fixtures.sd15_files import UNET_SPECS, diffusers_unet_config, ldm_unet_shapes
 
 needs_comfy = pytest.mark.skipif(not comfy_available(), reason="ComfyUI test install not found (COMFYUI_PATH)")
 

@@ -5,7 +5,7 @@ import json
 import os
 from pathlib import Path
 
-PACK_DIR = Path(__file__).resolve().parents[2]
+PACK_DIR = Path(__file__).resolve().parents[1]
 PACK_NODE_DIR_NAME = "ComfyUI-Lune"
 ENV_DIR = Path(os.environ.get("LUNE_ENV_DIR", Path.home() / ".cache" / "comfyui-lune"))
 MODEL_SUBDIRS = ("checkpoints", "diffusion_models", "lyra", "text_encoders", "vae", "embeddings", "loras")

@@ -4,7 +4,7 @@
 Each thumbnail is drawn from the workflow itself with PIL: the node graph as boxes and links (Lune nodes in the
 pack colour, the note left out), the workflow's name, and — for the sampling nodes — the σ schedule it uses
 (``σ_i = shift(1 − i/N)`` against the unshifted line). Small (≈ 20 KB each), written by
-``python -m tests.harness.build_workflows``.
+``python -m tools.build_workflows``.
 """
 from __future__ import annotations
 

@@ -14,9 +14,9 @@ import sys
 from pathlib import Path
 
 from .build_workflows import DEFAULT_WORKFLOW, WORKFLOWS_DIR
-from .env import PACK_DIR, make_base_dir, place_model
-from .server import ComfyServer, execution_error
-from .ui_workflow import to_api
+from testbed.env import PACK_DIR, make_base_dir, place_model
+from testbed.server import ComfyServer, execution_error
+from testbed.ui_workflow import to_api
 
 log = logging.getLogger("lune.main_job")
 ARTIFACTS = PACK_DIR / "artifacts" / "main_job"
@@ -47,7 +47,7 @@ def _models(base: Path) -> tuple[str, str, str]:
             raise SystemExit("LUNE_DOWNLOAD=1 fetched the UNet; also set LUNE_CLIP_VAE to an SD1.5 checkpoint")
         name = place_model(base, "diffusion_models", Path(path))
         return name, place_model(base, "checkpoints", Path(companion)), f"downloaded {v.hf_repo}"
-    from tests.fixtures.sd15_files import build_sd15_fixtures
+    from testbed.fixtures.sd15_files import build_sd15_fixtures
 
     fx = build_sd15_fixtures(None, size="tiny", seed=0)
     name = place_model(base, "checkpoints", fx.single_file, "lune_standin_random_weights.safetensors")

@@ -1,4 +1,4 @@
-"""Writes the bundled UI-format workflows in workflows/ (run: python -m tests.harness.build_workflows).
+"""Writes the bundled UI-format workflows in workflows/ (run: python -m tools.build_workflows).
 
 A test checks the committed files equal this output, so the JSON never drifts from the node schemas.
 """
@@ -8,9 +8,9 @@ import json
 from pathlib import Path
 
 from .thumbnails import write_thumbnail
-from .ui_workflow import UiGraph
+from testbed.ui_workflow import UiGraph
 
-WORKFLOWS_DIR = Path(__file__).resolve().parents[2] / "workflows"
+WORKFLOWS_DIR = Path(__file__).resolve().parents[1] / "workflows"
 LUNE_COLOR = ("#2b3a55", "#1f2940")
 DEFAULT_MODEL = "sd15-flow-lune-flux/unet/diffusion_pytorch_model.safetensors"
 DEFAULT_COMPANION = "v1-5-pruned-emaonly.safetensors"

@@ -1,0 +1,2 @@
+"""The test bed: a real, pinned ComfyUI run in-process or over HTTP, and random-weight model fixtures with the
+real key layouts. Used by tests/, tools/ and bench/; imports nothing from tests/."""
