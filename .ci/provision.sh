@@ -59,28 +59,47 @@ PYEOF
   fi
 fi
 
+CONSTRAINTS_FILE="$ENV_DIR/constraints.txt"   # pins torch so no install swaps it behind our back
+printf '%s\n' "${TORCH_PINS[@]}" > "$CONSTRAINTS_FILE"
+
 # 2. Python packages (stamp keyed on the requirement files' content)
 REQ_HASH=$(cat "$COMFY/requirements.txt" "$PACK_DIR/requirements.txt" "$PACK_DIR/.ci/provision.sh" | sha256sum | cut -c1-16)
 STAMP="$VENV/.lune-deps-$REQ_HASH"
 if [ ! -f "$STAMP" ]; then
   log "installing packages into $VENV (first run takes a few minutes)"
-  CONSTRAINTS="$ENV_DIR/constraints.txt"
-  printf '%s\n' "${TORCH_PINS[@]}" > "$CONSTRAINTS"
+  CONSTRAINTS="$CONSTRAINTS_FILE"
   "$PY" -m pip install --quiet --upgrade pip
   "$PY" -m pip install --quiet -c "$CONSTRAINTS" "${TORCH_PINS[@]}"
   grep -vE '^\s*(torch|torchvision|torchaudio)\s*([<>=~!].*)?$' "$COMFY/requirements.txt" > "$ENV_DIR/comfy-requirements.txt"
   "$PY" -m pip install --quiet -c "$CONSTRAINTS" -r "$ENV_DIR/comfy-requirements.txt" requests
   grep -vE '^\s*(torch|torchvision|torchaudio)\s*([<>=~!].*)?$' "$PACK_DIR/requirements.txt" > "$ENV_DIR/pack-requirements.txt"
-  "$PY" -m pip install --quiet -c "$CONSTRAINTS" -r "$ENV_DIR/pack-requirements.txt" pytest
+  "$PY" -m pip install --quiet -c "$CONSTRAINTS" -r "$ENV_DIR/pack-requirements.txt" pytest ruff
   rm -f "$VENV"/.lune-deps-*
   touch "$STAMP"
 fi
 
-# 3. Browser test tools: Debian chromium + playwright-core (idempotent)
+# 3. RES4LYF (optional; GitHub-only, never fetched here): when RES4LYF_PATH (or $ENV_DIR/RES4LYF-a91beac) holds a
+#    checkout, install what it imports so the RES4LYF tests run instead of skipping. opencv's headless build: the
+#    test bed has no display.
+RES4LYF_DIR="${RES4LYF_PATH:-$ENV_DIR/RES4LYF-a91beac}"
+if [ -f "$RES4LYF_DIR/__init__.py" ]; then
+  R4_STAMP="$VENV/.lune-res4lyf-$(sha256sum "$RES4LYF_DIR/requirements.txt" | cut -c1-16)"
+  if [ ! -f "$R4_STAMP" ]; then
+    log "RES4LYF found at $RES4LYF_DIR: installing its requirements"
+    sed -e 's/^opencv-python\b.*/opencv-python-headless/' "$RES4LYF_DIR/requirements.txt" > "$ENV_DIR/res4lyf-requirements.txt"
+    "$PY" -m pip install --quiet -c "$CONSTRAINTS_FILE" -r "$ENV_DIR/res4lyf-requirements.txt"
+    touch "$R4_STAMP"
+  fi
+else
+  log "no RES4LYF checkout (RES4LYF_PATH unset): the RES4LYF tests will skip and say so"
+fi
+
+# 4. Browser test tools: Debian chromium + playwright-core (idempotent)
 bash "$PACK_DIR/tests/browser/provision_browser.sh"
 
 cat > "$ENV_DIR/env.sh" <<ENVEOF
 export LUNE_PYTHON="$PY"
 export COMFYUI_PATH="$COMFY"
 ENVEOF
+if [ -f "$RES4LYF_DIR/__init__.py" ]; then echo "export RES4LYF_PATH=\"$RES4LYF_DIR\"" >> "$ENV_DIR/env.sh"; fi
 log "ready: python=$PY comfyui=$COMFY"

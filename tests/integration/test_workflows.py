@@ -3,8 +3,9 @@
 One server per module. For every workflow: served by ``GET /workflow_templates`` (+ its thumbnail), no drift from
 ``tools/build_workflows.py``, every node type installed and every widget value valid for its input
 (model-file combos excepted: the tests put fixture files there), and executed end to end on the tiny fixtures
-(64×64, ≤ 4 steps) writing a PNG. RES4LYF is not part of the test bed: its workflow is checked against the
-widget order of SPEC §4 and executed only when ``ClownsharKSampler_Beta`` is installed.
+(64×64, ≤ 4 steps) writing a PNG. RES4LYF is linked into the server when a checkout is available
+(``testbed.env.res4lyf_path``); without one, its workflow is checked against RES4LYF's widget order and the
+execution test skips with the reason.
 """
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ import pytest
 from PIL import Image
 
 from tools import build_workflows
-from testbed.env import PACK_NODE_DIR_NAME, comfyui_path, make_base_dir, place_model
+from testbed.env import PACK_NODE_DIR_NAME, comfyui_path, make_base_dir, place_model, res4lyf_skip_reason
 from testbed.server import ComfyServer, execution_error
 from testbed.ui_workflow import VIRTUAL_NODES, has_control_widget, is_widget, to_api
 
@@ -26,10 +27,10 @@ pytestmark = pytest.mark.comfy
 NAMES = sorted(build_workflows.WORKFLOWS)
 WORKFLOWS_DIR = build_workflows.WORKFLOWS_DIR
 RES4LYF_NODE = "ClownsharKSampler_Beta"
-RES4LYF_SKIP = "RES4LYF not installed in this ComfyUI; validated against SPEC §4 widget order only"
-# SPEC §4, literally: eta, sampler_name, scheduler, steps, steps_to_run, denoise, cfg, seed, (control value),
+RES4LYF_SKIP = res4lyf_skip_reason() + " (its workflow was validated against the widget order only)"
+# ClownsharKSampler_Beta's widgets at RES4LYF a91beac, in order: eta, sampler_name, scheduler, steps, steps_to_run, denoise, cfg, seed, (control value),
 # sampler_mode, bongmath. steps/cfg/seed/control are ours (author's 25 steps, CFG 7.5).
-SPEC4_CLOWNSHARK = [0.5, "multistep/res_2m", "beta57", 25, -1, 1.0, 7.5, 42, "fixed", "standard", True]
+CLOWNSHARK_WIDGETS = [0.5, "multistep/res_2m", "beta57", 25, -1, 1.0, 7.5, 42, "fixed", "standard", True]
 FLOW_SCHEDULERS = {"simple", "normal", "sgm_uniform", "beta", "kl_optimal", "lune_flow", "beta57"}
 CONTROL_VALUES = {"fixed", "increment", "decrement", "randomize"}
 # Widgets whose values are file names on the author's machine; the tests replace them with fixture names.
@@ -53,7 +54,7 @@ def _uses(prefix: str) -> bool:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, tiny_sd15):
-    base = make_base_dir(tmp_path_factory.mktemp("workflows-comfy-base"))
+    base = make_base_dir(tmp_path_factory.mktemp("workflows-comfy-base"), with_res4lyf=True)
     example = comfyui_path() / "input" / build_workflows.EXAMPLE_IMAGE
     if example.is_file():
         shutil.copyfile(example, base / "input" / build_workflows.EXAMPLE_IMAGE)
@@ -187,7 +188,7 @@ def test_node_types_exist_and_widget_values_are_valid(server, name):
     assert not problems, "\n".join(problems)
     if missing == [RES4LYF_NODE]:
         clown = [n for n in wf["nodes"] if n["type"] == RES4LYF_NODE]
-        assert len(clown) == 1 and clown[0]["widgets_values"] == SPEC4_CLOWNSHARK
+        assert len(clown) == 1 and clown[0]["widgets_values"] == CLOWNSHARK_WIDGETS
         assert [i["name"] for i in clown[0]["inputs"]] == [
             "model", "positive", "negative", "latent_image", "sigmas", "guides", "options"]
         assert next(i for i in clown[0]["inputs"] if i["name"] == "options")["link"] is None
@@ -195,10 +196,10 @@ def test_node_types_exist_and_widget_values_are_valid(server, name):
     assert not missing, f"node types not installed: {missing}"
 
 
-def test_res4lyf_workflow_follows_spec4_literally():
-    """Independent of the server: the widget order of SPEC §4 (eta … bongmath), options unwired."""
+def test_res4lyf_workflow_follows_clownshark_widget_order():
+    """Independent of the server: ClownsharKSampler_Beta's widget order (eta … bongmath), options unwired."""
     clown = next(n for n in load("lune_res4lyf")["nodes"] if n["type"] == RES4LYF_NODE)
-    assert clown["widgets_values"] == SPEC4_CLOWNSHARK
+    assert clown["widgets_values"] == CLOWNSHARK_WIDGETS
     assert next(i for i in clown["inputs"] if i["name"] == "options")["link"] is None
 
 
