@@ -81,12 +81,16 @@ class UiGraph:
         self.links: list[list] = []
 
     def add(self, type_: str, widgets: list | None = None, pos=(0, 0), size=(320, 120), title: str | None = None,
-            inputs: list[tuple[str, str]] = (), outputs: list[tuple[str, str]] = (), color: str | None = None) -> int:
+            inputs: list[tuple[str, str]] = (), outputs: list[tuple[str, str]] = (), color: str | None = None,
+            models: list[dict] = ()) -> int:
+        """A node; ``models`` = ``[{name, url, directory}]`` for the frontend's missing-models dialog."""
         node_id = len(self.nodes) + 1
         node = {"id": node_id, "type": type_, "pos": list(pos), "size": list(size), "flags": {}, "order": node_id - 1,
                 "mode": 0, "inputs": [{"name": n, "type": t, "link": None} for n, t in inputs],
                 "outputs": [{"name": n, "type": t, "links": [], "slot_index": i} for i, (n, t) in enumerate(outputs)],
                 "properties": {"Node name for S&R": type_}, "widgets_values": list(widgets or [])}
+        if models:
+            node["properties"]["models"] = list(models)
         if title:
             node["title"] = title
         if color:

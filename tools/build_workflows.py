@@ -7,13 +7,16 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .thumbnails import write_thumbnail
 from testbed.ui_workflow import UiGraph
+
+from .model_sources import LYRA, SD15_COMPANION, T5_BASE, ModelSource, lune_variant_file
+from .thumbnails import write_thumbnail
 
 WORKFLOWS_DIR = Path(__file__).resolve().parents[1] / "workflows"
 LUNE_COLOR = ("#2b3a55", "#1f2940")
-DEFAULT_MODEL = "sd15-flow-lune-flux/unet/diffusion_pytorch_model.safetensors"
-DEFAULT_COMPANION = "v1-5-pruned-emaonly.safetensors"
+LUNE_MODEL = lune_variant_file("lune")            # the author's training state, as the [download] entry saves it
+LUNE_FLUX_MODEL = lune_variant_file("lune-flux")  # the recommended lune-flux checkpoint
+DEFAULT_COMPANION = SD15_COMPANION
 NOTE_TXT2IMG = """Lune (SD1.5 rectified flow) with the stock KSampler.
 
 1. Put a Lune file in models/diffusion_models (diffusers unet/ folder or training .pt) or models/checkpoints
@@ -26,7 +29,7 @@ NOTE_TXT2IMG = """Lune (SD1.5 rectified flow) with the stock KSampler.
    and lower the multiplier."""
 
 
-def lune_txt2img(model=DEFAULT_MODEL, companion=DEFAULT_COMPANION, variant="auto", steps=25, cfg=7.5, size=512,
+def lune_txt2img(model=LUNE_MODEL, companion=DEFAULT_COMPANION, variant="auto", steps=25, cfg=7.5, size=512,
                  sampler="euler", scheduler="simple", seed=42, note=NOTE_TXT2IMG, prefix="lune",
                  positive="a watercolor painting of a lighthouse on a cliff at dusk, soft light") -> dict:
     g = UiGraph()
@@ -41,6 +44,7 @@ def lune_txt2img(model=DEFAULT_MODEL, companion=DEFAULT_COMPANION, variant="auto
 
 # --------------------------------------------------------------------------- more bundled workflows (issue: templates)
 
+# Sol's author publishes per-epoch training states without a fixed file name: the user picks one (no download).
 SOL_MODEL = "sd15-flow-matching/sol.safetensors"
 EXAMPLE_IMAGE = "example.png"  # the name ComfyUI ships in input/ (the tests copy one into their own input/)
 RES4LYF_WIDGETS = [0.5, "multistep/res_2m", "beta57", 25, -1, 1.0, 7.5, 42, "fixed", "standard", True]
@@ -88,11 +92,26 @@ NOTE_RES4LYF = """Lune + RES4LYF (ClownsharKSampler_Beta). Needs the RES4LYF nod
 - options is left unwired (defaults)."""
 
 
-def _lune_inputs(g: UiGraph, model=DEFAULT_MODEL, companion=DEFAULT_COMPANION, variant="auto", shift=2.0,
+def _sources(*items: ModelSource | str) -> list[dict]:
+    return [m.as_property() for m in items if isinstance(m, ModelSource)]
+
+
+def _name(item: ModelSource | str) -> str:
+    return item.name if isinstance(item, ModelSource) else item
+
+
+def _lune_loader(g: UiGraph, model: ModelSource | str, companion: ModelSource | str, variant: str, shift: float,
+                 pos=(20, 380)) -> int:
+    """Load Lune Model; its files carry ``properties.models`` so the frontend offers the downloads."""
+    return g.add("LuneModelLoader", [_name(model), variant, shift, _name(companion)], pos=pos, size=(420, 170),
+                 outputs=[("MODEL", "MODEL"), ("CLIP", "CLIP"), ("VAE", "VAE")], color=LUNE_COLOR,
+                 models=_sources(model, companion))
+
+
+def _lune_inputs(g: UiGraph, model=LUNE_FLUX_MODEL, companion=DEFAULT_COMPANION, variant="auto", shift=2.0,
                  positive="a watercolor painting of a lighthouse on a cliff at dusk, soft light") -> tuple[int, int, int]:
     """Loader + positive/negative prompt nodes, laid out like lune_txt2img; returns (loader, pos, neg)."""
-    loader = g.add("LuneModelLoader", [model, variant, shift, companion], pos=(20, 380), size=(420, 170),
-                   outputs=[("MODEL", "MODEL"), ("CLIP", "CLIP"), ("VAE", "VAE")], color=LUNE_COLOR)
+    loader = _lune_loader(g, model, companion, variant, shift)
     pos_ = g.add("CLIPTextEncode", [positive], pos=(470, 20), size=(400, 160), title="Positive",
                  inputs=[("clip", "CLIP")], outputs=[("CONDITIONING", "CONDITIONING")])
     neg = g.add("CLIPTextEncode", [""], pos=(470, 210), size=(400, 120), title="Negative",
@@ -131,7 +150,8 @@ def _decode_and_save(g: UiGraph, loader: int, latent_src: tuple[int, int], prefi
 
 
 def lune_flux_txt2img() -> dict:
-    return lune_txt2img(variant="lune-flux", sampler="lune_euler", scheduler="lune_flow", note=NOTE_FLUX)
+    return lune_txt2img(model=LUNE_FLUX_MODEL, variant="lune-flux", sampler="lune_euler", scheduler="lune_flow",
+                        note=NOTE_FLUX)
 
 
 def sol_txt2img() -> dict:
@@ -208,8 +228,8 @@ def lune_res4lyf(size=512) -> dict:
 
 NOTE_LYRA = """Lune + Lyra (AbstractPhil/vae-lyra): CLIP-L and t5-base fused by Lyra, fed to the SD1.5 UNet.
 
-1. Load Lyra: '[download] AbstractPhil/vae-lyra' fetches model.pt + config.json into
-   models/lyra/AbstractPhil_vae-lyra/ (or put them there yourself; then pick that entry).
+1. Load Lyra names AbstractPhil_vae-lyra/model.pt: pick '[download] AbstractPhil/vae-lyra' once to fetch
+   model.pt + config.json into models/lyra/AbstractPhil_vae-lyra/ (or put them there yourself).
 2. Load CLIP: a t5-base encoder (e.g. t5_base.safetensors in models/text_encoders), type stable_audio.
    Not T5-XXL (Flux/SD3): Lyra was trained on t5-base (768 wide).
 3. Lyra Encode for BOTH positive and negative (empty negative goes through Lyra too, as the author does).
@@ -220,17 +240,16 @@ NOTE_LYRA = """Lune + Lyra (AbstractPhil/vae-lyra): CLIP-L and t5-base fused by 
 5. Sampling as usual for Lune-Flux: 25 steps, CFG 7.5, euler + simple, 512x512."""
 
 
-def lune_lyra(model=DEFAULT_MODEL, companion=DEFAULT_COMPANION, t5_file="t5_base.safetensors", steps=25, cfg=7.5,
+def lune_lyra(model=LUNE_FLUX_MODEL, companion=DEFAULT_COMPANION, t5_file=T5_BASE, steps=25, cfg=7.5,
               size=512, seed=42,
               positive="a watercolor painting of a lighthouse on a cliff at dusk, soft light") -> dict:
     g = UiGraph()
     g.add("Note", [NOTE_LYRA], pos=(20, 20), size=(420, 360), title="Read me")
-    loader = g.add("LuneModelLoader", [model, "lune-flux", 2.0, companion], pos=(20, 410), size=(420, 170),
-                   outputs=[("MODEL", "MODEL"), ("CLIP", "CLIP"), ("VAE", "VAE")], color=LUNE_COLOR)
-    t5 = g.add("CLIPLoader", [t5_file, "stable_audio", "default"], pos=(20, 610), size=(420, 110),
-               title="Load CLIP (t5-base)", outputs=[("CLIP", "CLIP")])
-    lyra = g.add("LyraLoader", ["[download] AbstractPhil/vae-lyra", "default"], pos=(20, 750), size=(420, 90),
-                 outputs=[("lyra", "LYRA")], color=LUNE_COLOR)
+    loader = _lune_loader(g, model, companion, "lune-flux", 2.0, pos=(20, 410))
+    t5 = g.add("CLIPLoader", [_name(t5_file), "stable_audio", "default"], pos=(20, 610), size=(420, 110),
+               title="Load CLIP (t5-base)", outputs=[("CLIP", "CLIP")], models=_sources(t5_file))
+    lyra = g.add("LyraLoader", [LYRA.name, "default"], pos=(20, 750), size=(420, 90),
+                 outputs=[("lyra", "LYRA")], color=LUNE_COLOR, models=_sources(LYRA))
     encode_inputs = [("clip", "CLIP"), ("t5", "CLIP"), ("lyra", "LYRA")]
     pos_ = g.add("LyraEncode", [positive, "mean", 0, "fixed", 1.0], pos=(470, 20), size=(400, 230), title="Positive",
                  inputs=encode_inputs, outputs=[("CONDITIONING", "CONDITIONING")], color=LUNE_COLOR)

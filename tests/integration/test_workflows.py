@@ -20,7 +20,7 @@ from PIL import Image
 from tools import build_workflows
 from testbed.env import PACK_NODE_DIR_NAME, comfyui_path, make_base_dir, place_model, res4lyf_skip_reason
 from testbed.server import ComfyServer, execution_error
-from testbed.ui_workflow import VIRTUAL_NODES, has_control_widget, is_widget, to_api
+from testbed.ui_workflow import VIRTUAL_NODES, has_control_widget, is_widget, to_api, widget_names
 
 pytestmark = pytest.mark.comfy
 
@@ -117,6 +117,62 @@ def test_every_workflow_has_a_note_and_flow_suitable_schedulers(name):
             assert node["widgets_values"][5] in FLOW_SCHEDULERS
         if node["type"] == RES4LYF_NODE:
             assert node["widgets_values"][2] in FLOW_SCHEDULERS
+
+
+# ------------------------------------------------------------------------------------------ templates fetch models
+
+# Model-file widgets of the loaders used in the bundled workflows → the ComfyUI model folder(s) they read.
+MODEL_FOLDERS = {
+    ("LuneModelLoader", "model_name"): {"diffusion_models", "checkpoints"},
+    ("LuneModelLoader", "clip_vae_from"): {"checkpoints"},
+    ("LyraLoader", "lyra_name"): {"lyra"},
+    ("CLIPLoader", "clip_name"): {"text_encoders"},
+    ("CheckpointLoaderSimple", "ckpt_name"): {"checkpoints"},
+    ("VAELoader", "vae_name"): {"vae"},
+    ("UNETLoader", "unet_name"): {"diffusion_models"},
+}
+NOT_A_FILE = {"(from model file)"}
+# Sol's author publishes per-epoch training states with no fixed file name: nothing to point a download at.
+NO_PUBLISHED_FILE = {("sol_txt2img", "sd15-flow-matching/sol.safetensors")}
+
+
+def model_file_values(wf: dict, info: dict):
+    for node in wf["nodes"]:
+        if node["type"] not in info:
+            continue
+        values = dict(zip(widget_names(info[node["type"]]), node.get("widgets_values") or []))
+        for (cls, widget), folders in MODEL_FOLDERS.items():
+            if node["type"] == cls and widget in values:
+                yield node, widget, values[widget], folders
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_every_model_file_in_a_template_can_be_fetched(server, name):
+    """Each model file a template names is either a pack ``[download]`` entry, or carries ``properties.models``
+    (name, url, directory) so the frontend's missing-models dialog offers that download; Lune files are named as the
+    pack's ``[download]`` entries save them (``<owner>_<repo>/<the author's path>``)."""
+    from lune.variants import VARIANTS
+
+    published = {f"{v.hf_repo.replace('/', '_')}/{v.hf_unet_file}": v for v in VARIANTS.values() if v.hf_unet_file}
+    checked = 0
+    for node, widget, value, folders in model_file_values(load(name), server.object_info):
+        if value in NOT_A_FILE or (name, value) in NO_PUBLISHED_FILE:
+            continue
+        checked += 1
+        where = f"{name}: node {node['id']} {node['type']}.{widget}={value!r}"
+        if value.startswith("[download] "):
+            options = server.object_info[node["type"]]["input"]["required"][widget][0]
+            assert value in options, f"{where} is not a download entry the pack offers"
+            continue
+        sources = [m for m in node.get("properties", {}).get("models", []) if m.get("name") == value]
+        assert sources, f"{where}: no properties.models entry with that name"
+        src = sources[0]
+        assert src["directory"] in folders, f"{where}: directory {src['directory']!r} not in {folders}"
+        assert src["url"].startswith("https://huggingface.co/") and "/resolve/" in src["url"], f"{where}: {src['url']}"
+        if value in published:  # a Lune file: the exact name the [download] entry creates, the author's URL
+            v = published[value]
+            assert src["url"].endswith(f"{v.hf_repo}/resolve/main/{v.hf_unet_file}"), f"{where}: {src['url']}"
+    assert checked or name in {n for n, _ in NO_PUBLISHED_FILE}, f"{name}: no model-loading node was checked"
 
 
 # ------------------------------------------------------------------------------------------------ served by ComfyUI

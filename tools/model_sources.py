@@ -1,0 +1,47 @@
+"""Where the bundled workflows' model files come from: the name a node's widget holds, the URL the frontend's
+missing-models dialog offers, and the ComfyUI model folder it belongs in (a node's ``properties.models``).
+
+Lune files are named exactly as the pack's ``[download]`` entries create them: the author's file path inside the
+Hugging Face repo, under ``models/diffusion_models/<owner>_<repo>/``.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+from lune.variants import get_variant
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    name: str       # the widget value: path relative to the model folder
+    url: str        # a direct download (Hugging Face "resolve" URL)
+    directory: str  # ComfyUI model folder
+
+    def as_property(self) -> dict:
+        return asdict(self)
+
+
+def hf_url(repo_id: str, filename: str) -> str:
+    return f"https://huggingface.co/{repo_id}/resolve/main/{filename}"
+
+
+def download_name(repo_id: str, filename: str) -> str:
+    """The name the loader lists a ``[download]`` file under: ``<owner>_<repo>/<path in the repo>``."""
+    return f"{repo_id.replace('/', '_')}/{filename}"
+
+
+def lune_variant_file(variant: str) -> ModelSource:
+    v = get_variant(variant)
+    if not v.hf_unet_file:
+        raise ValueError(f"variant {variant!r} has no published file the pack knows")
+    return ModelSource(download_name(v.hf_repo, v.hf_unet_file), hf_url(v.hf_repo, v.hf_unet_file), "diffusion_models")
+
+
+# Any SD1.5 checkpoint gives UNet-only Lune files their CLIP and VAE; this is the one ComfyUI's own templates use.
+SD15_COMPANION = ModelSource(
+    "v1-5-pruned-emaonly-fp16.safetensors",
+    hf_url("Comfy-Org/stable-diffusion-v1-5-archive", "v1-5-pruned-emaonly-fp16.safetensors"), "checkpoints")
+# Lyra was trained on the original t5-base encoder (not flan-t5); ComfyUI loads it with CLIPLoader type stable_audio.
+T5_BASE = ModelSource("t5_base.safetensors", hf_url("google-t5/t5-base", "model.safetensors"), "text_encoders")
+LYRA_REPO = "AbstractPhil/vae-lyra"
+LYRA = ModelSource(download_name(LYRA_REPO, "model.pt"), hf_url(LYRA_REPO, "model.pt"), "lyra")
