@@ -60,7 +60,7 @@ def english_node_defs(class_mappings: dict, display_names: dict) -> dict:
 
 def english_main() -> dict:
     return {"nodeCategories": {CATEGORY: CATEGORY},
-            "templateWorkflows": {"category": {PACK_FOLDER: "ComfyUI-Lune (Lune, Lyra)"}}}
+            "templateWorkflows": {"category": {PACK_FOLDER: PACK_FOLDER}}}
 
 
 def render(data: dict) -> str:

@@ -14,13 +14,15 @@ from .thumbnails import write_thumbnail
 
 WORKFLOWS_DIR = Path(__file__).resolve().parents[1] / "workflows"
 LUNE_COLOR = ("#2b3a55", "#1f2940")
-LUNE_MODEL = lune_variant_file("lune")            # the author's training state, as the [download] entry saves it
+LUNE_MODEL = lune_variant_file("lune")            # the author's training state: the loader's [download] entry
 LUNE_FLUX_MODEL = lune_variant_file("lune-flux")  # the recommended lune-flux checkpoint
 DEFAULT_COMPANION = SD15_COMPANION
 NOTE_TXT2IMG = """Lune (SD1.5 rectified flow) with the stock KSampler.
 
-1. Put a Lune file in models/diffusion_models (diffusers unet/ folder or training .pt) or models/checkpoints
-   (single-file). UNet-only files need CLIP+VAE: pick any SD1.5 checkpoint in clip_vae_from.
+1. model_name '[download] AbstractPhil/sd15-flow-lune' fetches the author's sd15_flow_lune_e52_s52000.pt
+   (10 GB, once). Or pick your own Lune file: models/diffusion_models (diffusers unet/ folder or training .pt)
+   or models/checkpoints (single-file). UNet-only files need CLIP+VAE: pick any SD1.5 checkpoint in
+   clip_vae_from (the template names v1-5-pruned-emaonly-fp16; the Missing Models dialog offers it).
 2. Load Lune Model sets flow sampling (shift 2.0; trained 2.0-2.5). No ModelSamplingSD3 needed.
 3. Sampler: euler or lune_euler, scheduler simple/normal/beta or lune_flow (the author's grid). Avoid karras,
    exponential, linear_quadratic: they ignore the shift.

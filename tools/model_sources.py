@@ -30,10 +30,19 @@ def download_name(repo_id: str, filename: str) -> str:
     return f"{repo_id.replace('/', '_')}/{filename}"
 
 
-def lune_variant_file(variant: str) -> ModelSource:
+# The frontend's missing-models dialog downloads only these suffixes (frontend 1.32: "Only allowed suffixes are").
+FRONTEND_DOWNLOADABLE = (".safetensors", ".sft")
+DOWNLOAD_ENTRY_PREFIX = "[download] "
+
+
+def lune_variant_file(variant: str) -> ModelSource | str:
+    """The published file of a variant: a ModelSource the frontend can fetch, or — for pickles such as the
+    lune training state, which the frontend refuses to download — the loader's own ``[download]`` entry."""
     v = get_variant(variant)
     if not v.hf_unet_file:
         raise ValueError(f"variant {variant!r} has no published file the pack knows")
+    if not v.hf_unet_file.endswith(FRONTEND_DOWNLOADABLE):
+        return f"{DOWNLOAD_ENTRY_PREFIX}{v.hf_repo}"
     return ModelSource(download_name(v.hf_repo, v.hf_unet_file), hf_url(v.hf_repo, v.hf_unet_file), "diffusion_models")
 
 

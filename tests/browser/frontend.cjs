@@ -2,12 +2,14 @@
 // Used by tests/browser/test_frontend.py; prints nothing useful itself: results go to <out_dir>/results.json.
 //
 //   node frontend.cjs <config.json>
-//   config: {url, playwright, chromium, pack, templates: {name: node count}, out_dir, screenshot, final_template}
+//   config: {url, playwright, chromium, pack, templates: {name: node count}, out_dir, screenshot, final_template,
+//            zh: {workflow, screenshot}}
 //
 // Steps: open the app; for every bundled template open Templates → Extensions → <pack> → card (the real template
 // browser), record the graph's node types, the ones LiteGraph does not know and whether the missing-nodes dialog
 // appeared; then add a LuneShift node, screenshot its area at shift 1 and 3 and read window.__lunePlots; finally
-// load one template, add a LuneShift at shift 3 and save the screenshot the README points at.
+// load one template, add a LuneShift at shift 3 and save the screenshot the README points at; then switch the
+// frontend's language to Chinese, reload, load the same workflow and screenshot the translated node titles.
 "use strict";
 const fs = require("fs");
 const path = require("path");
@@ -172,6 +174,39 @@ async function shiftPlotShot(page, nodeId, shift, file) {
     await page.waitForTimeout(500);
     await page.screenshot({ path: config.screenshot });
     results.finalPlots = await page.evaluate(() => window.__lunePlots);
+
+    if (config.zh) {
+      // Switch the frontend to Chinese (Settings → Language) and reload: titles come from locales/zh/nodeDefs.json.
+      step("zh locale");
+      await dismissDialogs(page);
+      await page.evaluate(() => window.comfyAPI.app.app.extensionManager.setting.set("Comfy.Locale", "zh"));
+      await page.reload();
+      await page.waitForFunction(() => window.comfyAPI?.app?.app?.graph && window.LiteGraph?.registered_node_types?.LuneShift,
+        null, { timeout: 90000 });
+      await page.waitForTimeout(1500);
+      await dismissDialogs(page);
+      const workflow = JSON.parse(fs.readFileSync(config.zh.workflow, "utf8"));
+      await page.evaluate(async (wf) => {
+        const app = window.comfyAPI.app.app;
+        await app.loadGraphData(wf);
+        app.canvas.ds.scale = 0.75;
+        app.canvas.ds.offset = [100, 160];
+        app.graph.setDirtyCanvas(true, true);
+      }, workflow);
+      await page.waitForTimeout(1500);
+      await dismissDialogs(page);
+      await frames(page, 4);
+      results.zh = await page.evaluate(() => {
+        const app = window.comfyAPI.app.app;
+        const fresh = window.LiteGraph.createNode("LuneShift");
+        return {
+          locale: app.extensionManager.setting.get("Comfy.Locale"),
+          titles: app.graph.nodes.map((n) => ({ type: n.type, title: n.title })),
+          freshLuneShiftTitle: fresh.title,
+        };
+      });
+      await page.screenshot({ path: config.zh.screenshot });
+    }
     step("done");
   } catch (err) {
     results.fatal = `${err}\n${err.stack ?? ""}`;

@@ -34,6 +34,7 @@ PLAYWRIGHT = ENV_DIR / "node" / "node_modules" / "playwright-core"
 DRIVER = Path(__file__).with_name("frontend.cjs")
 ARTIFACTS = PACK_DIR / "artifacts" / "browser"
 SCREENSHOT = ARTIFACTS / "lune_frontend.png"
+SCREENSHOT_ZH = ARTIFACTS / "lune_frontend_zh.png"
 FINAL_TEMPLATE = "lune_flux_txt2img"
 RES4LYF_NODE = "ClownsharKSampler_Beta"
 
@@ -47,6 +48,8 @@ IGNORED_CONSOLE_ERRORS = [
     ("registry look-ups to api.comfy.org refused by the page's CSP / our route block (no network in tests)",
      r"api\.comfy\.org"),
     ("requests to other hosts that the test blocks (fonts, telemetry)", r"net::ERR_FAILED"),
+    ("the missing-models dialog's file-size look-ups of the templates' model URLs (ComfyUI's CSP allows only "
+     "'self'; there is no network in tests anyway)", r"huggingface\.co/|^Error fetching file size"),
 ]
 # 404s we accept: optional user files the frontend probes for. A 404 under the pack's URLs always fails.
 # What marks a message as ours: our script's URL or the "[Lune]" prefix web/lune.js logs with. (A registry
@@ -95,6 +98,8 @@ def frontend_run(tmp_path_factory):
             "url": server.url, "playwright": str(PLAYWRIGHT), "chromium": str(CHROMIUM), "pack": PACK_NODE_DIR_NAME,
             "templates": {name: _node_count(name) for name in sorted(build_workflows.WORKFLOWS)},
             "out_dir": str(out), "screenshot": str(SCREENSHOT), "final_template": FINAL_TEMPLATE,
+            "zh": {"workflow": str(build_workflows.WORKFLOWS_DIR / f"{FINAL_TEMPLATE}.json"),
+                   "screenshot": str(SCREENSHOT_ZH)},
         }
         (out / "config.json").write_text(json.dumps(config))
         proc = subprocess.run(["node", str(DRIVER), str(out / "config.json")], capture_output=True, text=True,
@@ -138,13 +143,30 @@ def test_template_opens_from_the_template_browser(frontend_run, name):
     assert got["nodeCount"] == _node_count(name)
     absent = sorted(t for t in expected_types if t not in frontend_run["_object_info_types"]
                     and t not in VIRTUAL_NODES)
+    missing_nodes_dialogs = [d for d in got["dialogs"] if "missing nodes" in d.lower()]
     if absent:  # only RES4LYF may be absent from the test bed
         assert absent == [RES4LYF_NODE], absent
         assert got["missing"] == [RES4LYF_NODE]
-        assert any("missing" in d.lower() and RES4LYF_NODE in d for d in got["dialogs"]), got["dialogs"]
+        assert any(RES4LYF_NODE in d for d in missing_nodes_dialogs), got["dialogs"]
     else:
         assert got["missing"] == []
-        assert not any("missing" in d.lower() for d in got["dialogs"]), got["dialogs"]
+        assert not missing_nodes_dialogs, got["dialogs"]
+
+
+@pytest.mark.parametrize("name", sorted(build_workflows.WORKFLOWS))
+def test_missing_models_dialog_offers_the_templates_downloads(frontend_run, name):
+    """The test bed has none of the real models, so the frontend's Missing Models dialog must list every
+    downloadable file a template names (``properties.models``: directory / name, with a Download button)."""
+    wf = json.loads((build_workflows.WORKFLOWS_DIR / f"{name}.json").read_text())
+    wanted = [m for n in wf["nodes"] for m in n.get("properties", {}).get("models", [])]
+    dialogs = [d for d in frontend_run["templates"][name]["dialogs"] if d.startswith("Missing Models")]
+    if not wanted:
+        assert not dialogs, dialogs
+        return
+    assert dialogs, f"{name}: no Missing Models dialog for {[m['name'] for m in wanted]}"
+    for m in wanted:
+        assert f"{m['directory']} / {m['name']}" in dialogs[0], f"{name}: {m['name']} not offered:\n{dialogs[0]}"
+    assert dialogs[0].count("Download") >= len(wanted)
 
 
 def test_schedule_plot_follows_the_shift_widget(frontend_run):
@@ -175,3 +197,16 @@ def test_screenshot_written(frontend_run):
     plots = frontend_run["finalPlots"]
     assert any(p["type"] == "LuneModelLoader" for p in plots.values())
     assert any(p["type"] == "LuneShift" and p["shift"] == 3.0 for p in plots.values())
+
+
+def test_chinese_locale_shows_translated_lune_titles(frontend_run):
+    """Settings → Language = 中文: the Lune nodes of a loaded template and a freshly added node carry the display
+    names of locales/zh/nodeDefs.json; the screenshot shows them."""
+    zh_defs = json.loads((PACK_DIR / "locales" / "zh" / "nodeDefs.json").read_text(encoding="utf-8"))
+    r = frontend_run["zh"]
+    assert r["locale"] == "zh"
+    assert r["freshLuneShiftTitle"] == zh_defs["LuneShift"]["display_name"]
+    loader_titles = [n["title"] for n in r["titles"] if n["type"] == "LuneModelLoader"]
+    assert loader_titles == [zh_defs["LuneModelLoader"]["display_name"]], r["titles"]
+    with Image.open(SCREENSHOT_ZH) as im:
+        assert im.size == (1600, 1000)
