@@ -9,6 +9,7 @@ from pathlib import Path
 
 from testbed.ui_workflow import UiGraph
 
+from . import notes_zh
 from .model_sources import LYRA, SD15_COMPANION, T5_BASE, ModelSource, lune_variant_file
 from .thumbnails import write_thumbnail
 
@@ -32,10 +33,11 @@ NOTE_TXT2IMG = """Lune (SD1.5 rectified flow) with the stock KSampler.
 
 
 def lune_txt2img(model=LUNE_MODEL, companion=DEFAULT_COMPANION, variant="auto", steps=25, cfg=7.5, size=512,
-                 sampler="euler", scheduler="simple", seed=42, note=NOTE_TXT2IMG, prefix="lune",
+                 sampler="euler", scheduler="simple", seed=42, note=NOTE_TXT2IMG,
+                 note_zh=notes_zh.NOTE_TXT2IMG_ZH, prefix="lune",
                  positive="a watercolor painting of a lighthouse on a cliff at dusk, soft light") -> dict:
     g = UiGraph()
-    g.add("Note", [note], pos=(20, 20), size=(420, 330), title="Read me")
+    _read_me(g, note, note_zh)
     loader, pos_, neg = _lune_inputs(g, model, companion, variant, positive=positive)
     latent = g.add("EmptyLatentImage", [size, size, 1], pos=(470, 360), size=(320, 110),
                    outputs=[("LATENT", "LATENT")])
@@ -92,6 +94,12 @@ NOTE_RES4LYF = """Lune + RES4LYF (ClownsharKSampler_Beta). Needs the RES4LYF nod
   ModelSamplingAdvanced rejects SD1.5, do not add it.
 - eta 0.5, sampler multistep/res_2m, scheduler beta57, 25 steps, CFG 7.5, bongmath on.
 - options is left unwired (defaults)."""
+
+
+def _read_me(g: UiGraph, text: str, text_zh: str, size=(420, 330)) -> None:
+    """The workflow's Note, with its Chinese twin to the left of it."""
+    g.add("Note", [text], pos=(20, 20), size=size, title="Read me")
+    g.add("Note", [text_zh], pos=(-420, 20), size=(size[0] - 20, size[1]), title="说明")
 
 
 def _sources(*items: ModelSource | str) -> list[dict]:
@@ -153,17 +161,17 @@ def _decode_and_save(g: UiGraph, loader: int, latent_src: tuple[int, int], prefi
 
 def lune_flux_txt2img() -> dict:
     return lune_txt2img(model=LUNE_FLUX_MODEL, variant="lune-flux", sampler="lune_euler", scheduler="lune_flow",
-                        note=NOTE_FLUX)
+                        note=NOTE_FLUX, note_zh=notes_zh.NOTE_FLUX_ZH)
 
 
 def sol_txt2img() -> dict:
     return lune_txt2img(model=SOL_MODEL, variant="sol", steps=20, cfg=7.5, sampler="lune_euler",
-                        scheduler="lune_flow", note=NOTE_SOL)
+                        scheduler="lune_flow", note=NOTE_SOL, note_zh=notes_zh.NOTE_SOL_ZH)
 
 
 def lune_img2img(denoise=0.6, steps=25, cfg=7.5, seed=42) -> dict:
     g = UiGraph()
-    g.add("Note", [NOTE_IMG2IMG], pos=(20, 20), size=(420, 330), title="Read me")
+    _read_me(g, NOTE_IMG2IMG, notes_zh.NOTE_IMG2IMG_ZH)
     loader, pos_, neg = _lune_inputs(g, positive="an oil painting of a lighthouse, thick brush strokes")
     img = g.add("LoadImage", [EXAMPLE_IMAGE, "image"], pos=(20, 720), size=(320, 330),
                 outputs=[("IMAGE", "IMAGE"), ("MASK", "MASK")])
@@ -181,7 +189,7 @@ def lune_img2img(denoise=0.6, steps=25, cfg=7.5, seed=42) -> dict:
 
 def lune_sampler_adapter(steps=25, cfg=7.5, seed=42, size=512) -> dict:
     g = UiGraph()
-    g.add("Note", [NOTE_ADAPTER], pos=(20, 20), size=(420, 330), title="Read me")
+    _read_me(g, NOTE_ADAPTER, notes_zh.NOTE_ADAPTER_ZH)
     loader, pos_, neg = _lune_inputs(g, variant="lune-flux")
     latent = g.add("EmptyLatentImage", [size, size, 1], pos=(470, 360), size=(320, 110),
                    outputs=[("LATENT", "LATENT")])
@@ -211,7 +219,7 @@ def lune_sampler_adapter(steps=25, cfg=7.5, seed=42, size=512) -> dict:
 
 def lune_res4lyf(size=512) -> dict:
     g = UiGraph()
-    g.add("Note", [NOTE_RES4LYF], pos=(20, 20), size=(420, 330), title="Read me")
+    _read_me(g, NOTE_RES4LYF, notes_zh.NOTE_RES4LYF_ZH)
     loader, pos_, neg = _lune_inputs(g, variant="lune-flux")
     latent = g.add("EmptyLatentImage", [size, size, 1], pos=(470, 360), size=(320, 110),
                    outputs=[("LATENT", "LATENT")])
@@ -246,7 +254,7 @@ def lune_lyra(model=LUNE_FLUX_MODEL, companion=DEFAULT_COMPANION, t5_file=T5_BAS
               size=512, seed=42,
               positive="a watercolor painting of a lighthouse on a cliff at dusk, soft light") -> dict:
     g = UiGraph()
-    g.add("Note", [NOTE_LYRA], pos=(20, 20), size=(420, 360), title="Read me")
+    _read_me(g, NOTE_LYRA, notes_zh.NOTE_LYRA_ZH, size=(420, 360))
     loader = _lune_loader(g, model, companion, "lune-flux", 2.0, pos=(20, 410))
     t5 = g.add("CLIPLoader", [_name(t5_file), "stable_audio", "default"], pos=(20, 610), size=(420, 110),
                title="Load CLIP (t5-base)", outputs=[("CLIP", "CLIP")], models=_sources(t5_file))

@@ -112,6 +112,8 @@ def test_every_workflow_has_a_note_and_flow_suitable_schedulers(name):
     wf = load(name)
     notes = [n for n in wf["nodes"] if n["type"] in ("Note", "MarkdownNote")]
     assert notes and len(notes[0]["widgets_values"][0]) > 100, "each workflow explains its settings in a Note"
+    assert any(any("\u4e00" <= ch <= "\u9fff" for ch in n["widgets_values"][0]) for n in notes), (
+        "each workflow has a Chinese Note beside the English one")
     for node in wf["nodes"]:
         if node["type"] == "KSampler":
             assert node["widgets_values"][5] in FLOW_SCHEDULERS

@@ -1,0 +1,69 @@
+"""Chinese twins of the bundled workflows' Notes (tools/build_workflows.py puts each beside its English Note)."""
+
+NOTE_TXT2IMG_ZH = """Lune（SD1.5 整流/流匹配模型）配合原生 KSampler。
+
+1. model_name 选 '[download] AbstractPhil/sd15-flow-lune' 会下载作者的 sd15_flow_lune_e52_s52000.pt
+   （约 10 GB，只下载一次）。也可以选自己的 Lune 文件：models/diffusion_models（diffusers unet/ 文件夹或
+   训练 .pt）或 models/checkpoints（单文件）。只有 UNet 的文件需要 CLIP+VAE：在 clip_vae_from 选任意
+   SD1.5 检查点（模板里是 v1-5-pruned-emaonly-fp16，缺失模型对话框会提供下载）。
+2. “加载 Lune 模型”已设置好流匹配采样（偏移 2.0，训练范围 2.0–2.5），不需要 ModelSamplingSD3。
+3. 采样器：euler 或 lune_euler；调度器：simple/normal/beta 或 lune_flow（作者的网格）。
+   不要用 karras、exponential、linear_quadratic：它们忽略偏移。
+4. 作者设置：20–30 步，CFG 7.5，512x512，负向提示词留空。
+5. “Lune 潜空间乘数”：variant default 对 lune 为自动估计，对 lune-flux 为 1.0。
+   图像太亮或像素化？改用 fixed 并调低乘数。"""
+
+NOTE_FLUX_ZH = """Lune-Flux（AbstractPhil/sd15-flow-lune-flux）：推荐使用的 Lune，按作者的方式采样。
+
+1. 模板指向作者发布的 flux_t2_6_pose_t4_6_port_t1_4/checkpoint-00018765/unet 权重（缺失模型对话框提供
+   下载，或选 '[download] AbstractPhil/sd15-flow-lune-flux'）；clip_vae_from 选任意 SD1.5 检查点。
+2. 变体 lune-flux（显式指定，不靠猜测），偏移 2.0（训练范围 2.0–2.5）。
+3. lune_euler + lune_flow = 作者的欧拉采样，sigma_i = shift(1 - i/N)，最后精确到 0。
+   euler + simple 的网格几乎相同。
+4. 25 步，CFG 7.5，512x512，负向提示词留空。
+5. lune-flux 不需要潜空间乘数（variant default = 1.0）。"""
+
+NOTE_SOL_ZH = """Sol（AbstractPhil/sd15-flow-matching）：不是整流模型。
+
+Sol 是 SD1.5 离散调度上的 v 预测。“加载 Lune 模型”选变体 sol 即可
+（sol 忽略偏移控件；作者默认不偏移）。作者按训练轮次发布 .pt 文件，请自行选择一个。
+- 采样器 lune_euler + 调度器 lune_flow = 作者在 trailing 离散网格上的欧拉采样。
+- 20 步，CFG 7.5，512x512（作者设置）。不要添加“Lune 流偏移”（它会拒绝 Sol）。
+- 按作者本人的说法，画质一般。"""
+
+NOTE_IMG2IMG_ZH = """Lune 图生图：对已有图片以部分降噪重新绘制。
+
+1. 加载图像：选择你的图片（example.png 是 ComfyUI 自带在 input/ 里的）。
+2. 缩放到 512x512（Lune 的训练尺寸），用 Lune 的 VAE 编码。
+3. KSampler 降噪 0.6：保留构图，改变细节（0.3 变化很小，0.8 几乎全新）。
+   降噪 < 1 时流匹配网格的截取方式与 KSampler 相同（取更长网格的最后几步）。
+4. euler + simple（或 lune_euler + lune_flow），25 步，CFG 7.5，偏移 2.0。"""
+
+NOTE_ADAPTER_ZH = """Lune 采样器适配 + SamplerCustomAdvanced。
+
+“Lune 采样器适配”输出作者的采样器（欧拉 ODE）以及它的 sigmas：
+sigma_i = shift(1 - i/N)，最后精确到 0，偏移从模型中读取。
+把 SAMPLER 和 SIGMAS 接到 SamplerCustomAdvanced；RandomNoise 提供种子，
+CFGGuider 提供 CFG（7.5）。不需要 KSamplerSelect / BasicScheduler。
+同样的连法也适用于 SamplerCustom 或 RES4LYF 的 SharkSampler。"""
+
+NOTE_RES4LYF_ZH = """Lune + RES4LYF（ClownsharKSampler_Beta）。需要安装 RES4LYF 节点包
+（ComfyUI 0.3.75 请用 RES4LYF 提交 a91beac；最新版需要更新的 ComfyUI）。
+
+- “加载 Lune 模型”已把模型设为流匹配模型（CONST，sigma_max 1）：RES4LYF 自带的
+  ModelSamplingAdvanced 不支持 SD1.5，不要添加。
+- eta 0.5，采样器 multistep/res_2m，调度器 beta57，25 步，CFG 7.5，bongmath 开启。
+- options 保持不连接（默认值）。"""
+
+NOTE_LYRA_ZH = """Lune + Lyra（AbstractPhil/vae-lyra）：用 Lyra 融合 CLIP-L 和 t5-base，送入 SD1.5 UNet。
+
+1. “加载 Lyra”指向 AbstractPhil_vae-lyra/model.pt：先选一次 '[download] AbstractPhil/vae-lyra'，
+   会把 model.pt 和 config.json 下载到 models/lyra/AbstractPhil_vae-lyra/（也可以自己放进去）。
+2. 加载 CLIP：t5-base 编码器（models/text_encoders 里的 t5_base.safetensors），类型选 stable_audio。
+   不要用 T5-XXL（Flux/SD3 用的）：Lyra 是用 t5-base（768 维）训练的。
+3. 正向和负向都用“Lyra 编码”（空的负向提示词也要经过 Lyra，和作者一样）。
+   不要用 clip-skip（CLIP Set Last Layer）：Lyra 训练时用的是 CLIP-L 的最后一层。
+4. mode 选 mean 结果确定；sample 是作者的随机 z（由种子决定）。strength 1 = 作者的做法，
+   0 = 普通 CLIP。T5 收到的提示词会去掉 (词:1.2) 权重并截断到 77 个词元；超过 77 个 CLIP 词元的
+   部分保持普通 CLIP。
+5. 采样设置与 Lune-Flux 相同：25 步，CFG 7.5，euler + simple，512x512。"""
