@@ -15,10 +15,10 @@ import shutil
 import pytest
 import torch
 
-from tests.fixtures.bad_inputs import read_latent
+from testbed.fixtures.bad_inputs import read_latent
 from testbed.fixtures.sd15_files import build_sd15_fixtures
 from testbed.env import place_model
-from tests.integration.hardening_support import (
+from testbed.hardening import (
     describe_failure,
     lune_latent_graph,
     new_base,

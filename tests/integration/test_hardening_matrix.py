@@ -16,13 +16,13 @@ from typing import Callable
 import pytest
 import torch
 
-from tests.fixtures import bad_inputs
+from testbed.fixtures import bad_inputs
 from testbed.fixtures import lyra_files, sd15_files
 from testbed.fixtures.t5_files import build_t5_base
 from testbed import graphs
 from testbed.env import place_model
 from testbed.server import execution_error
-from tests.integration.hardening_support import (
+from testbed.hardening import (
     FROM_FILE,
     describe_failure,
     lune_latent_graph,

@@ -12,12 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.fixtures import bad_inputs
+from testbed.fixtures import bad_inputs
 from testbed.fixtures import lyra_files
 from testbed import graphs
 from testbed.env import place_model
 from testbed.server import execution_error
-from tests.integration.hardening_support import describe_failure, succeeded
+from testbed.hardening import describe_failure, succeeded
 
 pytestmark = pytest.mark.comfy
 

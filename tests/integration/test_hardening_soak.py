@@ -16,11 +16,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.fixtures import bad_inputs
+from testbed.fixtures import bad_inputs
 from testbed.fixtures import sd15_files
 from testbed.fixtures.t5_files import build_t5_base
 from testbed import graphs
-from tests.integration.hardening_support import (
+from testbed.hardening import (
     describe_failure,
     fingerprint_tree,
     lyra_graph,

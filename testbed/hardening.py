@@ -13,7 +13,7 @@ from typing import Iterator
 
 import torch
 
-from tests.fixtures.bad_inputs import read_latent
+from testbed.fixtures.bad_inputs import read_latent
 from testbed.env import MODEL_SUBDIRS, make_base_dir, place_model
 from testbed.server import ComfyServer, execution_error
 
