@@ -192,3 +192,28 @@ def test_unnamed_file_is_not_guessed_as_one_of_them(loader, comfy_base, tiny_sd1
     name = place_model(comfy_base, "checkpoints", tiny_sd15.single_file, "mystery_model.safetensors")
     model = loader.load(name, "auto", 0.0, FROM_FILE)[0]
     assert _sampling(model).lune_variant not in ("sd-flow-alpha", "instaflow")
+
+
+@torch.no_grad()
+@pytest.mark.parametrize("sampler,scheduler", [("dpmpp_2m", "simple"), ("heun", "beta")])
+def test_instaflow_equals_lune_convention_on_a_unet_with_negated_output(comfy, loader, comfy_base, tiny_sd15, models,
+                                                                        conds, tmp_path, sampler, scheduler):
+    """Any sampler: InstaFlow's sign on weights W ≡ Lune's convention (shift 1) on W with the UNet's last conv
+    negated (its output is exactly −out). Independent of how a sampler uses x̂0."""
+    import safetensors.torch
+
+    sd = safetensors.torch.load_file(str(tiny_sd15.single_file))
+    last = [k for k in sd if k.startswith("model.diffusion_model.out.2.")]
+    assert len(last) == 2
+    sd.update({k: -sd[k] for k in last})
+    safetensors.torch.save_file(sd, str(tmp_path / "negated_output.safetensors"))
+    name = place_model(comfy_base, "checkpoints", tmp_path / "negated_output.safetensors")
+    negated = loader.load(name, "lune-flux", 1.0, FROM_FILE)[0]
+    pos, neg = conds
+    latent = {"samples": torch.zeros(1, 4, 8, 8)}
+    a = comfy.nodes.common_ksampler(models["instaflow"][0], SEED, 4, 1.5, sampler, scheduler, pos, neg, latent)
+    b = comfy.nodes.common_ksampler(negated, SEED, 4, 1.5, sampler, scheduler, pos, neg, latent)
+    a, b = a[0]["samples"], b[0]["samples"]
+    err, scale = (a - b).abs().max().item(), b.abs().max().item()
+    print(f"instaflow vs negated-output lune-flux, {sampler}+{scheduler}: max diff {err:.2e} (latent max {scale:.2f})")
+    assert err <= RTOL * scale
