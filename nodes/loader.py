@@ -11,7 +11,7 @@ import folder_paths
 from ..lune import formats, hub
 from ..lune.errors import MissingComponentError, UnsupportedModelError
 from ..lune.pipeline_folder import variant_from_pipeline_folder
-from ..lune.variants import (SHIFT_FROM_VARIANT, SHIFT_MAX, VARIANT_NAMES, VARIANTS, check_flow_shift,
+from ..lune.variants import (FLOW, SHIFT_FROM_VARIANT, SHIFT_MAX, VARIANT_NAMES, VARIANTS, check_flow_shift,
                              detect_variant, effective_shift, get_variant)
 from . import paths
 from .sampling_patches import install_variant
@@ -22,7 +22,7 @@ FROM_FILE = "(from model file)"
 AUTO = "auto"
 SHIFT_LIMITS = {"min": 0.05, "max": SHIFT_MAX, "step": 0.05}
 # Flow variants' trained shifts, also handed to the frontend (web/lune.js draws the σ plot from them).
-VARIANT_SHIFTS = {name: v.default_shift for name, v in VARIANTS.items() if v.name != "sol"}
+VARIANT_SHIFTS = {name: v.default_shift for name, v in VARIANTS.items() if v.prediction == FLOW}
 
 
 def _shift_tooltip() -> str:
