@@ -37,6 +37,9 @@ class Variant:
     hf_repo: str
     hf_unet_file: str | None       # file to fetch for the loader's download entry (None: no single known file)
     description: str
+    # flow only: UNet timestep = timestep_multiplier·σ; x̂0 = x_σ − σ·output_sign·output (−1: model predicts x0 − ε)
+    timestep_multiplier: float = 1000.0
+    output_sign: float = 1.0
 
 
 VARIANTS: dict[str, Variant] = {
@@ -56,16 +59,53 @@ VARIANTS: dict[str, Variant] = {
         hf_repo="AbstractPhil/sd15-flow-matching",
         hf_unet_file=None,
         description="Sol: v-prediction on the SD1.5 discrete schedule, Euler on the trailing grid (not flow)."),
+    "sd-flow-alpha": Variant(
+        name="sd-flow-alpha", prediction=FLOW, default_shift=1.0, latent_multiplier=1.0,
+        hf_repo="opendiffusionai/sd-flow-alpha",
+        hf_unet_file=None,
+        description="opendiffusionai/sd-flow-alpha and finetunes (spacepxl/sd15-flow-alpha-finetune): SD1.5 "
+                    "retrained as flow, target ε − x0, UNet timestep 999·σ, trained without shift "
+                    "(ppbrown/ai-training trainer/train_from_cached.py).",
+        timestep_multiplier=999.0),
+    "instaflow": Variant(
+        name="instaflow", prediction=FLOW, default_shift=1.0, latent_multiplier=1.0,
+        hf_repo="XCLiu/instaflow_0_9B_from_sd_1_5",
+        hf_unet_file=None,
+        description="InstaFlow-0.9B (1 step, CFG 1) and 2-Rectified Flow (XCLiu/2_rectified_flow_from_sd_1_5, "
+                    "25 steps, CFG 1.0–2.0): UNet timestep 1000·σ, output x0 − ε, the negative of Lune's "
+                    "(gnobitab/InstaFlow code/pipeline_rf.py: latents += dt·v_pred from noise to data). "
+                    "Weights CC-BY-NC-4.0.",
+        output_sign=-1.0),
 }
 VARIANT_NAMES = tuple(VARIANTS)
 DEFAULT_VARIANT = "lune"
 
 # Patterns tried in order on the lower-cased path + metadata text; first hit wins.
 _PATTERNS: tuple[tuple[str, str], ...] = (
+    ("sd-flow-alpha", r"sd(15)?[-_]flow[-_]alpha"),
+    ("instaflow", r"instaflow|2[-_]rectified[-_]flow|rectifiedflowpipeline"),
     ("sol", r"sd15[-_]flow[-_]matching|(^|[^a-z])sol([^a-z]|$)"),
     ("lune-flux", r"lune[-_ ]?flux|flow[-_]lune[-_]flux|flux_t\d|lune.*flux"),
     ("lune", r"lune"),
 )
+
+
+# The loader's shift widget at this value means "the chosen variant's trained shift" (Variant.default_shift).
+SHIFT_FROM_VARIANT = 0.0
+
+
+def effective_shift(variant: Variant, requested: float) -> float:
+    """The flow shift to install: ``requested``, or the variant's own default when it is SHIFT_FROM_VARIANT."""
+    return variant.default_shift if requested == SHIFT_FROM_VARIANT else float(requested)
+
+
+def variant_named_in(text: str) -> tuple[Variant, str] | None:
+    """(variant, matched words) for the first variant pattern found in ``text`` (case-insensitive), else None."""
+    for name, pattern in _PATTERNS:
+        m = re.search(pattern, text.lower())
+        if m:
+            return VARIANTS[name], m.group(0).strip(" _-/")
+    return None
 
 
 def get_variant(name: str) -> Variant:

@@ -26,7 +26,7 @@ class LuneLatentMultiply:
         return {"required": {
             "samples": ("LATENT", {"tooltip": "The sampler's output latent, before VAE Decode."}),
             "mode": ([VARIANT_DEFAULT, AUTO, FIXED], {"default": VARIANT_DEFAULT, "tooltip": (
-                "variant default: lune → auto, lune-flux/sol → 1.0 (needs the model input). auto: estimate the "
+                "variant default: lune → auto, every other variant → 1.0 (needs the model input). auto: estimate the "
                 "factor from the latent's spread (0.25–1.0, reported in the log). fixed: use multiplier.")}),
             "multiplier": ("FLOAT", {"default": 1.0, "min": MANUAL_RANGE[0], "max": MANUAL_RANGE[1], "step": 0.01,
                                      "tooltip": "Used in fixed mode. Lower it if the image is too bright or pixelated."}),

@@ -10,8 +10,9 @@ import folder_paths
 
 from ..lune import formats, hub
 from ..lune.errors import MissingComponentError, UnsupportedModelError
-from ..lune.variants import (SHIFT_MAX, TRAINED_SHIFT_RANGE, VARIANT_NAMES, check_flow_shift, detect_variant,
-                             get_variant)
+from ..lune.pipeline_folder import variant_from_pipeline_folder
+from ..lune.variants import (FLOW, SHIFT_FROM_VARIANT, SHIFT_MAX, VARIANT_NAMES, VARIANTS, check_flow_shift,
+                             detect_variant, effective_shift, get_variant)
 from . import paths
 from .sampling_patches import install_variant
 
@@ -20,6 +21,14 @@ log = logging.getLogger("lune")
 FROM_FILE = "(from model file)"
 AUTO = "auto"
 SHIFT_LIMITS = {"min": 0.05, "max": SHIFT_MAX, "step": 0.05}
+# Flow variants' trained shifts, also handed to the frontend (web/lune.js draws the σ plot from them).
+VARIANT_SHIFTS = {name: v.default_shift for name, v in VARIANTS.items() if v.prediction == FLOW}
+
+
+def _shift_tooltip() -> str:
+    defaults = ", ".join(f"{name} {s:g}" for name, s in VARIANT_SHIFTS.items())
+    return (f"SD3-style flow shift σ' = s·σ/(1+(s−1)·σ). {SHIFT_FROM_VARIANT:g} = the variant's trained shift "
+            f"({defaults}); any other value overrides it. Higher spends more steps at high noise. Ignored for sol.")
 
 
 def _resolve(model_name: str) -> tuple[str, str | None]:
@@ -77,12 +86,12 @@ class LuneModelLoader:
                 "unet/diffusion_pytorch_model.safetensors or a training-state .pt in models/diffusion_models. "
                 "[download] entries fetch the published weights from Hugging Face (honours HF_HUB_OFFLINE).")}),
             "variant": ([AUTO, *VARIANT_NAMES], {"default": AUTO, "tooltip": (
-                "auto: read from the file's metadata and path (the log says what was chosen). lune / lune-flux: "
-                "rectified flow. sol: v-prediction on the SD1.5 discrete schedule.")}),
-            "shift": ("FLOAT", {"default": 2.0, **SHIFT_LIMITS, "tooltip": (
-                f"SD3-style flow shift σ' = s·σ/(1+(s−1)·σ). Lune was trained at "
-                f"{TRAINED_SHIFT_RANGE[0]}–{TRAINED_SHIFT_RANGE[1]}; higher spends more steps at high noise. "
-                "Ignored for sol.")}),
+                "auto: read from the file's metadata and path, and from a diffusers folder's model_index.json / "
+                "scheduler config (the log says what was chosen). lune / lune-flux: rectified flow. sol: "
+                "v-prediction on the SD1.5 discrete schedule. sd-flow-alpha: opendiffusionai/sd-flow-alpha and "
+                "finetunes (UNet timestep 999·σ). instaflow: InstaFlow-0.9B and 2-Rectified Flow (output x0 − ε).")}),
+            "shift": ("FLOAT", {"default": SHIFT_FROM_VARIANT, **SHIFT_LIMITS, "min": SHIFT_FROM_VARIANT,
+                                "variant_shifts": VARIANT_SHIFTS, "tooltip": _shift_tooltip()}),
             "clip_vae_from": ([FROM_FILE, *folder_paths.get_filename_list("checkpoints")], {"tooltip": (
                 "Where CLIP and VAE come from. UNet-only files (diffusers, .pt) have none: pick any SD1.5 "
                 "checkpoint here, or leave CLIP/VAE unconnected and use separate loaders.")}),
@@ -91,7 +100,8 @@ class LuneModelLoader:
     RETURN_TYPES = ("MODEL", "CLIP", "VAE")
     FUNCTION = "load"
     CATEGORY = "Lune"
-    DESCRIPTION = "Loads a Lune/Sol SD1.5 flow-matching model and returns it ready for the stock KSampler."
+    DESCRIPTION = ("Loads an SD1.5 flow model (Lune, Lune-Flux, Sol, sd-flow-alpha, InstaFlow / 2-Rectified Flow) "
+                   "and returns it ready for the stock KSampler.")
 
     @classmethod
     def IS_CHANGED(cls, model_name, variant, shift, clip_vae_from):
@@ -99,14 +109,19 @@ class LuneModelLoader:
         return (_file_stamp(path) if path else model_name, variant, shift, clip_vae_from)
 
     def load(self, model_name, variant, shift, clip_vae_from):
-        check_flow_shift(shift)
+        if shift != SHIFT_FROM_VARIANT:
+            check_flow_shift(shift)
         path, implied = _resolve(model_name)
         ckpt = formats.read_checkpoint(path)
         if variant == AUTO:
-            chosen, reason = (get_variant(implied), "download entry") if implied else detect_variant(path, ckpt.metadata)
+            if implied:
+                chosen, reason = get_variant(implied), "download entry"
+            else:
+                chosen, reason = variant_from_pipeline_folder(path) or detect_variant(path, ckpt.metadata)
             log.info("Lune loader: %s → variant %s (%s)", os.path.basename(path), chosen.name, reason)
         else:
             chosen = get_variant(variant)
+        shift = effective_shift(chosen, shift)
 
         clip = vae = None
         if ckpt.layout == "single_file":

@@ -12,16 +12,35 @@ import comfy.supported_models
 from ..lune.errors import UnsupportedModelError
 from ..lune.latent import sd15_latent_problem
 from ..lune.schedule import sol_timestep_label
-from ..lune.variants import FLOW, V_DISCRETE, Variant
+from ..lune.variants import FLOW, V_DISCRETE, Variant, get_variant
 
 
 class LuneFlowSampling(comfy.model_sampling.ModelSamplingDiscreteFlow, comfy.model_sampling.CONST):
-    """Rectified flow (SPEC §1): x_σ = σ·ε + (1−σ)·x0, UNet gets t = 1000·σ (float), x0 = x_σ − σ·v.
+    """Rectified flow x_σ = σ·ε + (1−σ)·x0 for every SD1.5 flow model, with two per-model conventions:
 
-    Identical in behaviour to stock ``ModelSamplingSD3(shift)``; the class exists so the pack can recognise its
-    own patch and carry the variant name. RES4LYF sees CONST (flow), sigma_max == 1, ``set_parameters(shift=)``.
+    * ``timestep(σ) = multiplier·σ`` (float): 1000 for Lune (AbstractPhil/sd15-flow-lune trainer.py) and InstaFlow
+      (gnobitab/InstaFlow code/pipeline_rf.py: t = (1 − i/N)·1000), 999 for sd-flow-alpha
+      (ppbrown/ai-training trainer/train_from_cached.py);
+    * ``calculate_denoised``: x0 = x_σ − σ·output_sign·output. Lune and sd-flow-alpha predict v = ε − x0 (sign +1,
+      exactly ComfyUI's CONST); InstaFlow predicts x0 − ε (sign −1: its pipeline integrates latents += dt·v from
+      noise to data).
+
+    At multiplier 1000 and sign +1 it behaves exactly like stock ``ModelSamplingSD3(shift)``; the class exists so
+    the pack can recognise its own patch and carry the variant name. RES4LYF sees CONST (flow), sigma_max == 1,
+    and deep-copies it and calls ``set_parameters(shift=…)``: multiplier and sign are kept unless passed.
     """
     lune_variant = "lune"
+    output_sign = 1.0
+
+    def set_parameters(self, shift=1.0, timesteps=1000, multiplier=None, output_sign=None):
+        if multiplier is None:
+            multiplier = getattr(self, "multiplier", 1000)
+        if output_sign is not None:
+            self.output_sign = float(output_sign)
+        super().set_parameters(shift=shift, timesteps=timesteps, multiplier=multiplier)
+
+    def calculate_denoised(self, sigma, model_output, model_input):
+        return super().calculate_denoised(sigma, model_output * self.output_sign, model_input)
 
     def noise_scaling(self, sigma, noise, latent_image, max_denoise=False):
         require_sd15_latent(latent_image)
@@ -29,7 +48,7 @@ class LuneFlowSampling(comfy.model_sampling.ModelSamplingDiscreteFlow, comfy.mod
 
 
 class SolSampling(comfy.model_sampling.ModelSamplingDiscrete, comfy.model_sampling.V_PREDICTION):
-    """Sol (SPEC §1): v-prediction on SD1.5's discrete schedule, as the author samples it.
+    """Sol (AbstractPhil/sd15-flow-matching): v-prediction on SD1.5's discrete schedule, as the author samples it.
 
     * ``timestep(σ)`` → ``floor(999·shift(t/999))`` when a label shift > 0 is set (author tried 0/3/6/9);
       σ values and input scaling stay on the unshifted grid.
@@ -93,10 +112,13 @@ def is_flow(model_sampling) -> bool:
 
 
 def install_flow(model, shift: float, variant_name: str):
-    """MODEL → new MODEL sampled as rectified flow with ``shift``; replaces any earlier sampling patch."""
+    """MODEL → new MODEL sampled as rectified flow with ``shift`` and the variant's timestep multiplier and output
+    sign; replaces any earlier sampling patch."""
+    variant = get_variant(variant_name)
     m = model.clone()
     sampling = LuneFlowSampling(model.model.model_config)
-    sampling.set_parameters(shift=float(shift), multiplier=1000)
+    sampling.set_parameters(shift=float(shift), multiplier=variant.timestep_multiplier,
+                            output_sign=variant.output_sign)
     sampling.lune_variant = variant_name
     m.add_object_patch("model_sampling", sampling)
     return m

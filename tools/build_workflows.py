@@ -276,6 +276,32 @@ def lune_lyra(model=LUNE_FLUX_MODEL, companion=DEFAULT_COMPANION, t5_file=T5_BAS
     return g.to_json()
 
 
+INSTAFLOW_MODEL = "instaflow_0_9B_from_sd_1_5/unet/diffusion_pytorch_model.safetensors"
+NOTE_INSTAFLOW = """InstaFlow (gnobitab/InstaFlow): SD1.5 made a one-step / few-step generator by Rectified Flow.
+Weights CC-BY-NC-4.0 (non-commercial) + CreativeML Open RAIL-M; code MIT.
+
+1. Put the diffusers folder in models/diffusion_models, e.g. instaflow_0_9B_from_sd_1_5/ (XCLiu/
+   instaflow_0_9B_from_sd_1_5) or 2_rectified_flow_from_sd_1_5/ (XCLiu/2_rectified_flow_from_sd_1_5),
+   and pick its unet/diffusion_pytorch_model file. clip_vae_from: any SD1.5 checkpoint.
+2. variant instaflow (the model outputs x0 - noise, the opposite sign of Lune; auto also finds it from
+   the folder name). shift 0 = the variant's trained shift, 1.0 (no shift).
+3. InstaFlow-0.9B: 1 step, CFG 1.0 (as here). 2-Rectified Flow: 25 steps (2-8 usable), CFG 1.0-2.0,
+   a negative prompt works when CFG > 1.
+4. lune_euler + lune_flow = the authors' Euler on sigma_i = 1 - i/N; euler + simple is the same grid."""
+
+
+def instaflow_txt2img() -> dict:
+    g = UiGraph()
+    g.add("Note", [NOTE_INSTAFLOW], pos=(20, 20), size=(420, 330), title="Read me")
+    loader, pos_, neg = _lune_inputs(g, model=INSTAFLOW_MODEL, variant="instaflow", shift=0.0,
+                                     positive="a hyper-realistic photo of a cute cat")
+    latent = g.add("EmptyLatentImage", [512, 512, 1], pos=(470, 360), size=(320, 110),
+                   outputs=[("LATENT", "LATENT")])
+    ks = _ksampler(g, loader, pos_, neg, latent, [42, "fixed", 1, 1.0, "lune_euler", "lune_flow", 1.0])
+    _decode_and_save(g, loader, (ks, 0), "instaflow")
+    return g.to_json()
+
+
 WORKFLOWS = {
     "lune_txt2img": lune_txt2img,
     "lune_flux_txt2img": lune_flux_txt2img,
@@ -284,6 +310,7 @@ WORKFLOWS = {
     "lune_sampler_adapter": lune_sampler_adapter,
     "lune_res4lyf": lune_res4lyf,
     "lune_lyra": lune_lyra,
+    "instaflow_txt2img": instaflow_txt2img,
 }
 DEFAULT_WORKFLOW = "lune_txt2img"
 

@@ -6,6 +6,9 @@
 //   for the node's shift widget and step count (the steps widget, else 25), against the unshifted line
 //   (s = 1). LuneSamplerAdapter reads the shift from the MODEL at run time, so it is drawn at 2.0 (Lune's
 //   training shift) and labelled so; a loader set to variant "sol" is drawn unshifted (Sol has no flow shift).
+//   A loader whose shift widget is 0 ("the variant's trained shift") is drawn at the chosen variant's default,
+//   read from the shift input's `variant_shifts` option in /object_info (sd-flow-alpha, instaflow: 1.0); with
+//   variant "auto" the variant is only known at load time, so it is drawn at Lune's default and labelled so.
 // * The last plot of each node is exposed as window.__lunePlots[nodeId] = {type, shift, steps, sigmas, label}
 //   for tests and for anyone who wants the numbers.
 import { app } from "../../scripts/app.js";
@@ -24,6 +27,8 @@ const PLOT_HEIGHT = 120;
 const PLOT_MARGIN = 10;
 const DEFAULT_STEPS = 25;
 const ADAPTER_SHIFT = 2.0;
+const SHIFT_FROM_VARIANT = 0;
+const AUTO_DRAWN_AS = "lune";
 
 const plots = (window.__lunePlots = window.__lunePlots || {});
 
@@ -56,6 +61,14 @@ function scheduleSettings(node) {
     return { shift: 1.0, steps, label: `sol: no flow shift, ${stepsLabel}` };
   }
   const s = Number(widget(node, "shift")?.value);
+  if (s === SHIFT_FROM_VARIANT) {
+    const variant = widget(node, "variant")?.value ?? AUTO_DRAWN_AS;
+    const table = node.constructor?.luneVariantShifts ?? {};
+    const known = variant in table;
+    const shift = Number(table[known ? variant : AUTO_DRAWN_AS]) || ADAPTER_SHIFT;
+    const who = known ? `${variant} default` : `variant default; auto drawn as ${AUTO_DRAWN_AS}`;
+    return { shift, steps, label: `shift ${+shift.toFixed(2)} (${who}), ${stepsLabel}` };
+  }
   const shift = Number.isFinite(s) && s > 0 ? s : 2.0;
   return { shift, steps, label: `shift ${+shift.toFixed(2)}, ${stepsLabel}` };
 }
@@ -163,6 +176,8 @@ app.registerExtension({
     };
 
     if (!hasPlot) return;
+    const shiftOptions = nodeData.input?.required?.shift?.[1];
+    if (shiftOptions?.variant_shifts) nodeType.luneVariantShifts = shiftOptions.variant_shifts;
 
     const computeSize = nodeType.prototype.computeSize;
     nodeType.prototype.computeSize = function () {

@@ -135,6 +135,22 @@ async function shiftPlotShot(page, nodeId, shift, file) {
       await dismissDialogs(page);
     }
 
+    step("variant-default shift plot");
+    await openTemplate(page, "instaflow_txt2img");
+    await dismissDialogs(page);
+    await frames(page);
+    results.variantDefaultPlots = await page.evaluate(() => {
+      const app = window.comfyAPI.app.app;
+      const node = app.graph.nodes.find((n) => n.type === "LuneModelLoader");
+      const plot = () => ({ ...window.__lunePlots[node.id], shiftWidget: node.widgets.find((x) => x.name === "shift").value });
+      const out = { instaflow: plot() };
+      const variant = node.widgets.find((x) => x.name === "variant");
+      variant.value = "lune";
+      variant.callback?.("lune", app.canvas, node);
+      out.lune = plot();
+      return out;
+    });
+
     step("schedule plot");
     const nodeId = await page.evaluate(() => {
       const app = window.comfyAPI.app.app;

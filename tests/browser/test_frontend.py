@@ -190,6 +190,15 @@ def test_schedule_plot_follows_the_shift_widget(frontend_run):
     assert changed > 150, f"only {changed} pixels changed between shift 1 and shift 3"
 
 
+def test_loader_plot_draws_the_variants_trained_shift_when_the_widget_says_so(frontend_run):
+    """instaflow_txt2img leaves the loader's shift at 0 (the variant's trained shift): drawn at 1.0 for instaflow
+    and at 2.0 once the variant is switched to lune (values from the shift input's variant_shifts option)."""
+    plots = frontend_run["variantDefaultPlots"]
+    assert plots["instaflow"]["shiftWidget"] == plots["lune"]["shiftWidget"] == 0
+    assert plots["instaflow"]["shift"] == 1.0 and "instaflow default" in plots["instaflow"]["label"]
+    assert plots["lune"]["shift"] == 2.0 and "lune default" in plots["lune"]["label"]
+
+
 def test_screenshot_written(frontend_run):
     assert SCREENSHOT.is_file()
     with Image.open(SCREENSHOT) as im:

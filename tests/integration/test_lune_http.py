@@ -38,6 +38,6 @@ def test_bad_file_errors_then_next_prompt_succeeds(comfy_server, comfy_base, tin
 
 
 def test_out_of_range_shift_is_rejected_at_validation(comfy_server, tiny_models):
-    entry = comfy_server.run(graphs.txt2img(tiny_models["single_file"], shift=0.0))
+    entry = comfy_server.run(graphs.txt2img(tiny_models["single_file"], shift=-1.0))  # 0 = the variant's shift
     assert "rejected" in entry
     assert "shift" in str(entry["rejected"])
