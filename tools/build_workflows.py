@@ -276,6 +276,8 @@ def lune_lyra(model=LUNE_FLUX_MODEL, companion=DEFAULT_COMPANION, t5_file=T5_BAS
     return g.to_json()
 
 
+# The InstaFlow repositories are 2023 diffusers folders whose weight file names we could not verify: the user
+# places the folder and picks its file (no download is offered).
 INSTAFLOW_MODEL = "instaflow_0_9B_from_sd_1_5/unet/diffusion_pytorch_model.safetensors"
 NOTE_INSTAFLOW = """InstaFlow (gnobitab/InstaFlow): SD1.5 made a one-step / few-step generator by Rectified Flow.
 Weights CC-BY-NC-4.0 (non-commercial) + CreativeML Open RAIL-M; code MIT.
@@ -292,7 +294,7 @@ Weights CC-BY-NC-4.0 (non-commercial) + CreativeML Open RAIL-M; code MIT.
 
 def instaflow_txt2img() -> dict:
     g = UiGraph()
-    g.add("Note", [NOTE_INSTAFLOW], pos=(20, 20), size=(420, 330), title="Read me")
+    _read_me(g, NOTE_INSTAFLOW, notes_zh.NOTE_INSTAFLOW_ZH)
     loader, pos_, neg = _lune_inputs(g, model=INSTAFLOW_MODEL, variant="instaflow", shift=0.0,
                                      positive="a hyper-realistic photo of a cute cat")
     latent = g.add("EmptyLatentImage", [512, 512, 1], pos=(470, 360), size=(320, 110),

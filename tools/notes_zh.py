@@ -67,3 +67,15 @@ NOTE_LYRA_ZH = """Lune + Lyra（AbstractPhil/vae-lyra）：用 Lyra 融合 CLIP-
    0 = 普通 CLIP。T5 收到的提示词会去掉 (词:1.2) 权重并截断到 77 个词元；超过 77 个 CLIP 词元的
    部分保持普通 CLIP。
 5. 采样设置与 Lune-Flux 相同：25 步，CFG 7.5，euler + simple，512x512。"""
+
+NOTE_INSTAFLOW_ZH = """InstaFlow（gnobitab/InstaFlow）：用整流（Rectified Flow）把 SD1.5 变成一步/少步生成器。
+权重许可 CC-BY-NC-4.0（非商业）+ CreativeML Open RAIL-M；代码 MIT。
+
+1. 把 diffusers 文件夹放进 models/diffusion_models，例如 instaflow_0_9B_from_sd_1_5/
+   （XCLiu/instaflow_0_9B_from_sd_1_5）或 2_rectified_flow_from_sd_1_5/（XCLiu/2_rectified_flow_from_sd_1_5），
+   然后选其中的 unet/diffusion_pytorch_model 文件。clip_vae_from：任意 SD1.5 检查点。
+2. 变体 instaflow（模型输出 x0 - 噪声，与 Lune 符号相反；auto 也能从文件夹名识别）。
+   shift 0 = 该变体训练时的偏移，即 1.0（不偏移）。
+3. InstaFlow-0.9B：1 步，CFG 1.0（如本模板）。2-Rectified Flow：25 步（2–8 步可用），CFG 1.0–2.0，
+   CFG > 1 时负向提示词有效。
+4. lune_euler + lune_flow = 作者在 sigma_i = 1 - i/N 上的欧拉采样；euler + simple 是同一网格。"""

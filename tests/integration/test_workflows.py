@@ -134,8 +134,10 @@ MODEL_FOLDERS = {
     ("UNETLoader", "unet_name"): {"diffusion_models"},
 }
 NOT_A_FILE = {"(from model file)"}
-# Sol's author publishes per-epoch training states with no fixed file name: nothing to point a download at.
-NO_PUBLISHED_FILE = {("sol_txt2img", "sd15-flow-matching/sol.safetensors")}
+# No verified file to point a download at: Sol's author publishes per-epoch training states with no fixed file name;
+# the InstaFlow repositories are 2023 diffusers folders whose weight file names are not verified.
+NO_PUBLISHED_FILE = {("sol_txt2img", "sd15-flow-matching/sol.safetensors"),
+                     ("instaflow_txt2img", "instaflow_0_9B_from_sd_1_5/unet/diffusion_pytorch_model.safetensors")}
 
 
 def model_file_values(wf: dict, info: dict):
