@@ -127,3 +127,14 @@ def test_lune_model_refusal_names_the_handoff_node(comfy, comfy_base, tiny_model
     result = comfy.run(g)
     assert not result.ok
     assert "use Lune Latent Hand-off to convert it" in result.error_message()
+
+
+def test_video_latent_is_refused_with_the_fix(comfy, comfy_base, vae_names):
+    video = write_latent(comfy_base, "handoff_video.latent", torch.randn(1, 16, 3, 8, 8))
+    g = handoff_graph(video, "flux", "sdxl", vae_names, 1.0, (64, 64), "ho_video")
+    for node in ("6", "7", "8", "9"):
+        del g[node]
+    result = comfy.run(g)
+    assert not result.ok
+    message = result.error_message()
+    assert "5-D" in message and "only image latents" in message and "Use an image model's latent" in message
