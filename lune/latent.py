@@ -23,7 +23,8 @@ SD15_LATENT_CHANNELS = 4
 # Latent families a user may wire into a Lune graph by mistake, by channel count.
 _FOREIGN_CHANNELS = {16: "Flux/SD3", 128: "LTX-Video", 48: "Wan 2.2", 32: "Hunyuan/Cosmos video"}
 LATENT_FIX = ("Use EmptyLatentImage (not EmptySD3LatentImage or a video latent), or VAE Encode with the Lune "
-              "checkpoint's SD1.5 VAE.")
+              "checkpoint's SD1.5 VAE; for a latent made by another model family (SDXL, SD3, Flux), use Lune Latent "
+              "Hand-off to convert it.")
 
 
 def sd15_latent_problem(latent: torch.Tensor) -> str | None:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from . import paths, sampler
 from .convert import LuneConvertToSafetensors
+from .handoff import LuneLatentHandoff
 from .latent import LuneLatentMultiply
 from .loader import LuneModelLoader
 from .lyra import LyraEncode, LyraLoader
@@ -13,6 +14,7 @@ NODE_CLASS_MAPPINGS = {
     "LuneModelLoader": LuneModelLoader,
     "LuneShift": LuneShift,
     "LuneLatentMultiply": LuneLatentMultiply,
+    "LuneLatentHandoff": LuneLatentHandoff,
     "LuneSamplerAdapter": LuneSamplerAdapter,
     "LuneConvertToSafetensors": LuneConvertToSafetensors,
     "LyraLoader": LyraLoader,
@@ -22,6 +24,7 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "LuneModelLoader": "Load Lune Model",
     "LuneShift": "Lune Flow Shift",
     "LuneLatentMultiply": "Lune Latent Multiply",
+    "LuneLatentHandoff": "Lune Latent Hand-off",
     "LuneSamplerAdapter": "Lune Sampler Adapter",
     "LuneConvertToSafetensors": "Lune Convert to Safetensors",
     "LyraLoader": "Load Lyra (CLIP+T5 fusion)",

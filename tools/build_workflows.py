@@ -10,7 +10,7 @@ from pathlib import Path
 from testbed.ui_workflow import UiGraph
 
 from . import notes_zh
-from .model_sources import LYRA, SD15_COMPANION, T5_BASE, ModelSource, lune_variant_file
+from .model_sources import LYRA, SD15_COMPANION, SDXL_BASE, T5_BASE, ModelSource, lune_variant_file
 from .thumbnails import write_thumbnail
 
 WORKFLOWS_DIR = Path(__file__).resolve().parents[1] / "workflows"
@@ -131,9 +131,9 @@ def _lune_inputs(g: UiGraph, model=LUNE_FLUX_MODEL, companion=DEFAULT_COMPANION,
     return loader, pos_, neg
 
 
-def _ksampler(g: UiGraph, loader: int, pos_: int, neg: int, latent: int, widgets: list) -> int:
+def _ksampler(g: UiGraph, loader: int, pos_: int, neg: int, latent: int, widgets: list, pos=(900, 20)) -> int:
     """A stock KSampler wired to the loader's MODEL, the two prompts and a latent source."""
-    ks = g.add("KSampler", widgets, pos=(900, 20), size=(320, 270),
+    ks = g.add("KSampler", widgets, pos=pos, size=(320, 270),
                inputs=[("model", "MODEL"), ("positive", "CONDITIONING"), ("negative", "CONDITIONING"),
                        ("latent_image", "LATENT")], outputs=[("LATENT", "LATENT")])
     g.connect(loader, 0, ks, "model")
@@ -304,6 +304,93 @@ def instaflow_txt2img() -> dict:
     return g.to_json()
 
 
+# ------------------------------------------------------------------ Lune as a refiner across model families
+
+SDXL_CHECKPOINT = SDXL_BASE
+NOTE_SDXL_TO_LUNE = """SDXL composes, Lune refines: two model families joined by Lune Latent Hand-off.
+
+1. Load Checkpoint: your SDXL checkpoint (1024x1024, euler + normal, 25 steps, CFG 7).
+2. Lune Latent Hand-off: decodes the SDXL latent with the SDXL VAE, resizes it (scale 0.5: 1024 -> 512 px,
+   Lune's training size; always a multiple of 8) and encodes it with the Lune VAE. SDXL and SD1.5 latents
+   both have 4 channels but live in different spaces: never wire one straight into the other.
+3. Lune KSampler at denoise 0.5: keeps SDXL's composition, redraws the details (0.3 subtle, 0.7 strong).
+   Lune settings as usual: euler + simple, shift 2.0, CFG 7.5.
+4. Lune Latent Multiply (variant default) before VAE Decode with the Lune VAE."""
+NOTE_LUNE_TO_SDXL = """Lune composes, SDXL refines: two model families joined by Lune Latent Hand-off.
+
+1. Load Lune Model: Lune at 512x512 (euler + simple, 25 steps, CFG 7.5, shift 2.0).
+2. Lune Latent Multiply BEFORE the hand-off: the hand-off decodes the latent, so it must be corrected first.
+3. Lune Latent Hand-off: decodes with the Lune VAE, scale 2.0 (512 -> 1024 px, SDXL's size; always a
+   multiple of 8), encodes with the SDXL checkpoint's VAE.
+4. SDXL KSampler at denoise 0.4 (0.25 subtle, 0.6 strong), euler + normal, CFG 7; decode with the SDXL VAE."""
+
+
+def _sdxl_inputs(g: UiGraph, y: int, positive: str) -> tuple[int, int, int]:
+    """SDXL Load Checkpoint + its prompts in the row starting at ``y``; returns (loader, pos, neg)."""
+    loader = g.add("CheckpointLoaderSimple", [SDXL_CHECKPOINT.name], pos=(20, y), size=(420, 100), title="Load SDXL",
+                   outputs=[("MODEL", "MODEL"), ("CLIP", "CLIP"), ("VAE", "VAE")], models=_sources(SDXL_CHECKPOINT))
+    pos_ = g.add("CLIPTextEncode", [positive], pos=(470, y), size=(400, 160), title="SDXL positive",
+                 inputs=[("clip", "CLIP")], outputs=[("CONDITIONING", "CONDITIONING")])
+    neg = g.add("CLIPTextEncode", [""], pos=(470, y + 190), size=(400, 120), title="SDXL negative",
+                inputs=[("clip", "CLIP")], outputs=[("CONDITIONING", "CONDITIONING")])
+    g.connect(loader, 1, pos_, "clip")
+    g.connect(loader, 1, neg, "clip")
+    return loader, pos_, neg
+
+
+def _handoff(g: UiGraph, latent_src: tuple[int, int], source_loader: int, target_loader: int, scale: float,
+             pos: tuple[int, int]) -> int:
+    node = g.add("LuneLatentHandoff", [scale, "bicubic"], pos=pos, size=(320, 130),
+                 inputs=[("samples", "LATENT"), ("source_vae", "VAE"), ("target_vae", "VAE")],
+                 outputs=[("LATENT", "LATENT")], color=LUNE_COLOR)
+    g.connect(latent_src[0], latent_src[1], node, "samples")
+    g.connect(source_loader, 2, node, "source_vae")
+    g.connect(target_loader, 2, node, "target_vae")
+    return node
+
+
+def sdxl_to_lune_refine(seed=42, denoise=0.5,
+                        positive="a watercolor painting of a lighthouse on a cliff at dusk, soft light") -> dict:
+    g = UiGraph()
+    _read_me(g, NOTE_SDXL_TO_LUNE, notes_zh.NOTE_SDXL_TO_LUNE_ZH)
+    lune, lune_pos, lune_neg = _lune_inputs(g, variant="lune-flux", positive=positive)
+    sdxl, sdxl_pos, sdxl_neg = _sdxl_inputs(g, 620, positive)
+    latent = g.add("EmptyLatentImage", [1024, 1024, 1], pos=(470, 360), size=(320, 110),
+                   outputs=[("LATENT", "LATENT")])
+    base = _ksampler(g, sdxl, sdxl_pos, sdxl_neg, latent, [seed, "fixed", 25, 7.0, "euler", "normal", 1.0])
+    handoff = _handoff(g, (base, 0), sdxl, lune, 0.5, pos=(900, 330))
+    refine = _ksampler(g, lune, lune_pos, lune_neg, handoff, [seed, "fixed", 25, 7.5, "euler", "simple", denoise],
+                       pos=(1250, 20))
+    _decode_and_save(g, lune, (refine, 0), "sdxl_lune_refine", mult_pos=(1250, 330), x=1600)
+    return g.to_json()
+
+
+def lune_to_sdxl_refine(seed=42, denoise=0.4,
+                        positive="a watercolor painting of a lighthouse on a cliff at dusk, soft light") -> dict:
+    g = UiGraph()
+    _read_me(g, NOTE_LUNE_TO_SDXL, notes_zh.NOTE_LUNE_TO_SDXL_ZH)
+    lune, lune_pos, lune_neg = _lune_inputs(g, variant="lune-flux", positive=positive)
+    latent = g.add("EmptyLatentImage", [512, 512, 1], pos=(470, 360), size=(320, 110),
+                   outputs=[("LATENT", "LATENT")])
+    base = _ksampler(g, lune, lune_pos, lune_neg, latent, [seed, "fixed", 25, 7.5, "euler", "simple", 1.0])
+    mult = g.add("LuneLatentMultiply", ["variant default", 1.0], pos=(900, 320), size=(320, 110),
+                 inputs=[("samples", "LATENT"), ("model", "MODEL")],
+                 outputs=[("samples", "LATENT"), ("factor", "FLOAT")], color=LUNE_COLOR)
+    g.connect(base, 0, mult, "samples")
+    g.connect(lune, 0, mult, "model")
+    sdxl, sdxl_pos, sdxl_neg = _sdxl_inputs(g, 620, positive)
+    handoff = _handoff(g, (mult, 0), lune, sdxl, 2.0, pos=(900, 470))
+    refine = _ksampler(g, sdxl, sdxl_pos, sdxl_neg, handoff, [seed, "fixed", 20, 7.0, "euler", "normal", denoise],
+                       pos=(1250, 20))
+    dec = g.add("VAEDecode", [], pos=(1600, 20), size=(220, 50), inputs=[("samples", "LATENT"), ("vae", "VAE")],
+                outputs=[("IMAGE", "IMAGE")])
+    save = g.add("SaveImage", ["lune_sdxl_refine"], pos=(1600, 110), size=(400, 420), inputs=[("images", "IMAGE")])
+    g.connect(refine, 0, dec, "samples")
+    g.connect(sdxl, 2, dec, "vae")
+    g.connect(dec, 0, save, "images")
+    return g.to_json()
+
+
 WORKFLOWS = {
     "lune_txt2img": lune_txt2img,
     "lune_flux_txt2img": lune_flux_txt2img,
@@ -313,6 +400,8 @@ WORKFLOWS = {
     "lune_res4lyf": lune_res4lyf,
     "lune_lyra": lune_lyra,
     "instaflow_txt2img": instaflow_txt2img,
+    "sdxl_to_lune_refine": sdxl_to_lune_refine,
+    "lune_to_sdxl_refine": lune_to_sdxl_refine,
 }
 DEFAULT_WORKFLOW = "lune_txt2img"
 

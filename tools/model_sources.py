@@ -54,3 +54,6 @@ SD15_COMPANION = ModelSource(
 T5_BASE = ModelSource("t5_base.safetensors", hf_url("google-t5/t5-base", "model.safetensors"), "text_encoders")
 LYRA_REPO = "AbstractPhil/vae-lyra"
 LYRA = ModelSource(download_name(LYRA_REPO, "model.pt"), hf_url(LYRA_REPO, "model.pt"), "lyra")
+# The SDXL base the cross-family refine templates start from (or end with).
+SDXL_BASE = ModelSource("sd_xl_base_1.0.safetensors",
+                        hf_url("stabilityai/stable-diffusion-xl-base-1.0", "sd_xl_base_1.0.safetensors"), "checkpoints")

@@ -79,3 +79,21 @@ NOTE_INSTAFLOW_ZH = """InstaFlow（gnobitab/InstaFlow）：用整流（Rectified
 3. InstaFlow-0.9B：1 步，CFG 1.0（如本模板）。2-Rectified Flow：25 步（2–8 步可用），CFG 1.0–2.0，
    CFG > 1 时负向提示词有效。
 4. lune_euler + lune_flow = 作者在 sigma_i = 1 - i/N 上的欧拉采样；euler + simple 是同一网格。"""
+
+NOTE_SDXL_TO_LUNE_ZH = """SDXL 负责构图，Lune 负责细化：用“Lune 潜空间交接”连接两个模型家族。
+
+1. 加载检查点：你的 SDXL 检查点（1024x1024，euler + normal，25 步，CFG 7）。
+2. Lune 潜空间交接：用 SDXL 的 VAE 解码，缩放（scale 0.5：1024 -> 512 像素，Lune 的训练尺寸；
+   总是 8 的倍数），再用 Lune 的 VAE 编码。SDXL 和 SD1.5 的潜空间都是 4 通道，但不是同一个空间：
+   千万不要直接连接。
+3. Lune 的 KSampler 降噪 0.5：保留 SDXL 的构图，重绘细节（0.3 轻微，0.7 强烈）。
+   Lune 设置照常：euler + simple，偏移 2.0，CFG 7.5。
+4. 在 VAE 解码（Lune 的 VAE）之前接“Lune 潜空间乘数”（variant default）。"""
+
+NOTE_LUNE_TO_SDXL_ZH = """Lune 负责构图，SDXL 负责细化：用“Lune 潜空间交接”连接两个模型家族。
+
+1. 加载 Lune 模型：Lune 512x512（euler + simple，25 步，CFG 7.5，偏移 2.0）。
+2. 在交接之前先接“Lune 潜空间乘数”：交接会解码潜空间，所以必须先校正。
+3. Lune 潜空间交接：用 Lune 的 VAE 解码，scale 2.0（512 -> 1024 像素，SDXL 的尺寸；总是 8 的倍数），
+   再用 SDXL 检查点的 VAE 编码。
+4. SDXL 的 KSampler 降噪 0.4（0.25 轻微，0.6 强烈），euler + normal，CFG 7；用 SDXL 的 VAE 解码。"""

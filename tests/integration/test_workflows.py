@@ -36,7 +36,8 @@ CONTROL_VALUES = {"fixed", "increment", "decrement", "randomize"}
 # Widgets whose values are file names on the author's machine; the tests replace them with fixture names.
 MODEL_FILE_INPUTS = {"model_name", "clip_vae_from", "lyra_name", "clip_name", "ckpt_name", "vae_name", "unet_name"}
 # Execution at test size: (class_type → input overrides); steps are capped at 4.
-SHRINK = {"EmptyLatentImage": {"width": 64, "height": 64}, "ImageScale": {"width": 64, "height": 64}}
+SHRINK = {"EmptyLatentImage": {"width": 64, "height": 64}, "ImageScale": {"width": 64, "height": 64},
+          "LuneLatentHandoff": {"scale": 1.0}}
 STEP_NODES = ("KSampler", "LuneSamplerAdapter", RES4LYF_NODE)
 
 
@@ -71,6 +72,11 @@ def server(tmp_path_factory, tiny_sd15):
         lyra_files.write_config_json(folder / "config.json")
         fixtures["lyra"] = place_model(base, "lyra", folder, "lyra_test")
         fixtures["t5"] = place_model(base, "text_encoders", build_t5_base(), "t5_base_random.safetensors")
+    if _uses("CheckpointLoaderSimple"):  # the SDXL refine workflows: random-weight SDXL (~5 GB RSS in the server)
+        from testbed.fixtures.sdxl_files import build_sdxl_fixture
+
+        fixtures["sdxl"] = place_model(base, "checkpoints", build_sdxl_fixture(None).single_file,
+                                       "sdxl_tiny.safetensors")
     srv = ComfyServer(base)
     try:
         srv.wait_ready()
@@ -277,6 +283,8 @@ def api_prompt(server, name: str) -> dict:
         elif cls == "LyraLoader":
             inputs["lyra_name"] = next(o for o in info[cls]["input"]["required"]["lyra_name"][0]
                                        if o.startswith(fx["lyra"]))
+        elif cls == "CheckpointLoaderSimple":
+            inputs["ckpt_name"] = fx["sdxl"]
         elif cls == "CLIPLoader" and "t5" in fx:
             inputs["clip_name"] = fx["t5"]
         inputs.update(SHRINK.get(cls, {}))

@@ -14,6 +14,7 @@ def test_sd15_latent_passes():
 def test_foreign_latents_are_named_with_the_fix():
     flux = sd15_latent_problem(torch.zeros(1, 16, 8, 8))
     assert "has 16 (Flux/SD3)" in flux and "EmptyLatentImage" in flux
+    assert "use Lune Latent Hand-off to convert it" in flux
     video = sd15_latent_problem(torch.zeros(1, 16, 3, 8, 8))
     assert "5-D latent" in video and "(video)" in video and "EmptyLatentImage" in video
     odd = sd15_latent_problem(torch.zeros(1, 7, 8, 8))
