@@ -17,8 +17,13 @@ import torch
 
 @torch.no_grad()
 def sample_lune_euler(model, x: torch.Tensor, sigmas: torch.Tensor, extra_args=None, callback=None,
-                      disable=None) -> torch.Tensor:
-    """Deterministic Euler ODE sampler over ``sigmas`` (N + 1 values, descending): one model call per step."""
+                      disable=None, **ignored_options) -> torch.Tensor:
+    """Deterministic Euler ODE sampler over ``sigmas`` (N + 1 values, descending): one model call per step.
+
+    Extra keyword arguments are accepted and ignored, as k-diffusion's samplers accept the options they do not use:
+    wrappers forward ``s_churn``/``s_tmin``/``s_tmax``/``s_noise``/``eta``/``noise_sampler`` to every sampler, and
+    the author's sampler adds no noise (churn would make it a different, stochastic sampler).
+    """
     extra_args = {} if extra_args is None else extra_args
     s_in = x.new_ones([x.shape[0]])
     for i in range(len(sigmas) - 1):

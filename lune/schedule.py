@@ -14,7 +14,11 @@ Sol (sd15-flow-matching) — v-prediction on the SD1.5 discrete DDPM schedule, S
 """
 from __future__ import annotations
 
+import logging
+
 import torch
+
+log = logging.getLogger("lune")
 
 SD15_TRAIN_TIMESTEPS = 1000
 SD15_BETA_START = 0.00085
@@ -62,10 +66,22 @@ def trailing_timesteps(steps: int, timesteps: int = SD15_TRAIN_TIMESTEPS) -> tor
 
 
 def sol_sigmas(steps: int, denoise: float = 1.0) -> torch.Tensor:
-    """Sol's Euler grid: σ at the trailing timesteps, then 0 (N + 1 values, float32). Unshifted, as the author."""
+    """Sol's Euler grid: σ at the trailing timesteps, then 0 (N + 1 values, float32). Unshifted, as the author.
+
+    With ``denoise < 1`` the grid is computed for ``int(N / denoise)`` steps and its last N + 1 values are kept
+    (ComfyUI's KSampler convention; KSampler itself asks the scheduler for ``int(N / denoise)`` steps). SD1.5's
+    discrete schedule has only 1000 timesteps, so a request for more (small denoise, e.g. 20 steps at 0.01 → 2000)
+    uses the full 1000-step grid: its last N steps start at timestep N − 1, an effective denoise of N / 1000.
+    """
     if not 0.0 < denoise <= 1.0:
         raise ValueError(f"denoise must be in (0, 1] (got {denoise})")
-    total = steps if denoise >= 0.9999 else int(steps / denoise)
+    requested = steps if denoise >= 0.9999 else int(steps / denoise)
+    total = min(requested, SD15_TRAIN_TIMESTEPS)
+    if total < requested:
+        log.info("Sol: a %d-step grid was asked for (steps ÷ denoise), but SD1.5's discrete schedule has %d timesteps; "
+                 "using all %d. The last %d steps start at timestep %d (denoise %.3g).", requested,
+                 SD15_TRAIN_TIMESTEPS, total, min(steps, total), min(steps, total) - 1,
+                 min(steps, total) / SD15_TRAIN_TIMESTEPS)
     table = sd15_discrete_sigmas()
     sig = table[trailing_timesteps(total)]
     return torch.cat([sig, sig.new_zeros(1)])[-(steps + 1):]
