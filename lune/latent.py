@@ -1,4 +1,4 @@
-"""Latent-multiplier correction for sd15-flow-lune (SPEC §1 "latent multiplier").
+"""Latent-multiplier correction for sd15-flow-lune (its model card on Hugging Face).
 
 The lune card: the model "was trained with many raw unscaled latents, makes default output hazy"; the fix is
 to multiply the sampled latent by a factor < 1 before VAE decoding ("lower it if the image is too bright or

@@ -1,7 +1,7 @@
 """The author's flow Euler sampler, in the k-diffusion calling convention (no ComfyUI).
 
 ``model(x, σ·s_in, **extra_args)`` returns the denoised estimate x̂0 (that is what k-diffusion and ComfyUI's
-KSAMPLER pass in). For rectified flow with velocity prediction (SPEC §1):
+KSAMPLER pass in). For rectified flow with velocity prediction (sd15-flow-lune model card):
 
     x_σ = σ·ε + (1 − σ)·x0,   v = ε − x0,   x̂0 = x_σ − σ·v   ⇒   v = (x_σ − x̂0) / σ
     Euler step:  x ← x + (σ_{i+1} − σ_i)·v                       (author's generate.py)

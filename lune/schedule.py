@@ -1,13 +1,13 @@
 """Noise schedules of the Lune family, as plain torch functions (no ComfyUI).
 
-Flow variants (lune, lune-flux) — rectified flow, SPEC §1:
+Flow variants (lune, lune-flux) — rectified flow (model cards; AbstractEyes/sd15-flow-trainer):
     forward process   x_σ = σ·ε + (1 − σ)·x0          σ ∈ [0, 1], σ = 1 is pure noise
     shift (SD3 form)  σ' = s·σ / (1 + (s − 1)·σ)      == ComfyUI ``time_snr_shift(s, σ)``
     author's grid     σ_i = shift(1 − i/N), i = 0..N  (ends exactly at σ = 0)
 This equals diffusers ``FlowMatchEulerDiscreteScheduler.set_timesteps(sigmas=linspace(1, 1/N, N))``
 with ``shift=s`` (a trailing 0 appended), which is what the author's generate.py samples on.
 
-Sol (sd15-flow-matching) — v-prediction on the SD1.5 discrete DDPM schedule, SPEC §1:
+Sol (sd15-flow-matching) — v-prediction on the SD1.5 discrete DDPM schedule (its sampling code):
     β_t = (linspace(√0.00085, √0.012, 1000))²,  ᾱ_t = Π(1 − β),  σ_t = √((1 − ᾱ_t)/ᾱ_t)
     "trailing" timesteps t_i = round(1000 − i·1000/N) − 1, i = 0..N−1, then σ = 0
     label shift       t_label = floor(999 · shift(t/999))   (shift ≤ 0 or == 1: no relabelling)

@@ -12,16 +12,17 @@ import comfy.supported_models
 from ..lune.errors import UnsupportedModelError
 from ..lune.latent import sd15_latent_problem
 from ..lune.schedule import sol_timestep_label
-from ..lune.variants import FLOW, V_DISCRETE, Variant
+from ..lune.variants import FLOW, UNNAMED, V_DISCRETE, Variant
 
 
 class LuneFlowSampling(comfy.model_sampling.ModelSamplingDiscreteFlow, comfy.model_sampling.CONST):
-    """Rectified flow (SPEC §1): x_σ = σ·ε + (1−σ)·x0, UNet gets t = 1000·σ (float), x0 = x_σ − σ·v.
+    """Rectified flow: x_σ = σ·ε + (1−σ)·x0, UNet gets t = 1000·σ (float), x0 = x_σ − σ·v (sd15-flow-lune model
+    card and the author's trainer.py).
 
     Identical in behaviour to stock ``ModelSamplingSD3(shift)``; the class exists so the pack can recognise its
     own patch and carry the variant name. RES4LYF sees CONST (flow), sigma_max == 1, ``set_parameters(shift=)``.
     """
-    lune_variant = "lune"
+    lune_variant = UNNAMED.name  # install_flow sets the real one
 
     def noise_scaling(self, sigma, noise, latent_image, max_denoise=False):
         require_sd15_latent(latent_image)
@@ -29,7 +30,7 @@ class LuneFlowSampling(comfy.model_sampling.ModelSamplingDiscreteFlow, comfy.mod
 
 
 class SolSampling(comfy.model_sampling.ModelSamplingDiscrete, comfy.model_sampling.V_PREDICTION):
-    """Sol (SPEC §1): v-prediction on SD1.5's discrete schedule, as the author samples it.
+    """Sol: v-prediction on SD1.5's discrete schedule, as the author samples it (AbstractPhil/sd15-flow-matching).
 
     * ``timestep(σ)`` → ``floor(999·shift(t/999))`` when a label shift > 0 is set (author tried 0/3/6/9);
       σ values and input scaling stay on the unshifted grid.

@@ -94,7 +94,7 @@ def _plain_unet(loaded):
 
 
 def _plain_flow_euler(unet, cond, uncond, shape, steps, shift, cfg, seed):
-    """Author's loop (SPEC §1), written independently: σ_i = shift(1 − i/N); x += (σ_{i+1} − σ_i)·v."""
+    """Author's loop (generate.py), written independently: σ_i = shift(1 − i/N); x += (σ_{i+1} − σ_i)·v."""
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(shape, generator=g)
     grid = [shift * t / (1 + (shift - 1) * t) for t in [1 - i / steps for i in range(steps + 1)]]
@@ -125,7 +125,7 @@ def test_adapter_sigmas_match_author_grid_and_end_at_zero(comfy, loaded):
 
 
 def _plain_sol_euler(unet, cond, uncond, shape, steps, cfg, seed):
-    """Sol reference (SPEC §1): v-prediction, SD1.5 scaled_linear betas, trailing grid, x_T = σ_max·ε, Euler."""
+    """Sol reference: v-prediction, SD1.5 scaled_linear betas, trailing grid, x_T = σ_max·ε, Euler."""
     betas = torch.linspace(0.00085 ** 0.5, 0.012 ** 0.5, 1000, dtype=torch.float64) ** 2
     abar = torch.cumprod(1 - betas, 0)
     sig_table = ((1 - abar) / abar).sqrt()

@@ -1,4 +1,4 @@
-"""Flow/Sol σ grids and the Euler sampler, checked against independent formulas (SPEC §1)."""
+"""Flow/Sol σ grids and the Euler sampler, checked against independent formulas."""
 from __future__ import annotations
 
 import numpy as np
@@ -23,7 +23,7 @@ def test_flow_shift_matches_sd3_formula_and_fixes_endpoints():
 def test_flow_sigmas_is_authors_grid_ending_at_zero():
     sig = schedule.flow_sigmas(8, 2.0)
     assert sig.shape == (9,) and sig[0] == 1.0 and sig[-1] == 0.0
-    assert sig[-2].item() == pytest.approx(2 * (1 / 8) / (1 + 1 / 8), abs=1e-7)  # 0.222 (SPEC §3)
+    assert sig[-2].item() == pytest.approx(2 * (1 / 8) / (1 + 1 / 8), abs=1e-7)  # 0.222 at N=8
     assert torch.all(sig[1:] < sig[:-1])
 
 
