@@ -1,14 +1,18 @@
-"""Latent-multiplier correction for sd15-flow-lune (SPEC §1 "latent multiplier").
+"""Latent-multiplier correction for sd15-flow-lune (its model card on Hugging Face).
 
 The lune card: the model "was trained with many raw unscaled latents, makes default output hazy"; the fix is
 to multiply the sampled latent by a factor < 1 before VAE decoding ("lower it if the image is too bright or
-pixelated"). The author's number is only in a screenshot, so "auto" estimates it per image:
+pixelated"). The author's number is only in a screenshot, so "auto" estimates it, once per batch:
 
-    factor = clamp(target_std / std(latent), lo, hi)
+    factor = clamp(target_std / √(mean_b Var(x_b)), lo, hi)
 
-where ``latent`` is what ComfyUI hands to VAEDecode (raw VAE space) and ``target_std = 1 / 0.18215`` —
+where ``x_b`` is image b of the batch ComfyUI hands to VAEDecode (raw VAE space), ``Var`` the variance of all its
+values about its own mean, and ``target_std = 1 / 0.18215`` —
 the spread SD1.5's VAE latents have by construction of the 0.18215 scale factor. ``hi = 1`` means auto only
-ever darkens/softens, never amplifies. Bounds and target are module constants (README "Decisions").
+ever darkens/softens, never amplifies. One factor for the whole batch (the root-mean of the per-image variances,
+so images with different mean colours do not inflate it): every image of a batch gets the same correction. The
+estimate still depends on what was sampled, so two separate runs can get different factors — use a fixed
+multiplier to compare prompts. Bounds and target are module constants (README "Decisions").
 """
 from __future__ import annotations
 
@@ -55,12 +59,12 @@ def nonfinite_problem(latent: torch.Tensor) -> str | None:
 
 def estimate_multiplier(latent: torch.Tensor, target_std: float = AUTO_TARGET_STD,
                         lo: float = AUTO_MIN_FACTOR, hi: float = AUTO_MAX_FACTOR) -> torch.Tensor:
-    """Per-sample factor ``clamp(target_std / std(x_b), lo, hi)`` for a [B, C, H, W] latent; returns [B]."""
+    """One factor for a [B, C, H, W] batch: ``clamp(target_std / √(mean_b Var(x_b)), lo, hi)``; a 0-d tensor."""
     if latent.ndim < 3:
         raise ValueError(f"expected a [B, C, H, W] latent, got shape {tuple(latent.shape)}")
-    flat = latent.detach().float().reshape(latent.shape[0], -1)
-    std = flat.std(dim=1, unbiased=False).clamp_min(1e-6)
-    return (target_std / std).clamp(lo, hi)
+    flat = latent.detach().double().reshape(latent.shape[0], -1)
+    pooled_std = flat.var(dim=1, unbiased=False).mean().sqrt().clamp_min(1e-6)
+    return (target_std / pooled_std).clamp(lo, hi).float()
 
 
 def apply_multiplier(latent: torch.Tensor, factor: torch.Tensor | float) -> torch.Tensor:

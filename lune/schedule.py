@@ -1,20 +1,24 @@
 """Noise schedules of the Lune family, as plain torch functions (no ComfyUI).
 
-Flow variants (lune, lune-flux) — rectified flow, SPEC §1:
+Flow variants (lune, lune-flux) — rectified flow (model cards; AbstractEyes/sd15-flow-trainer):
     forward process   x_σ = σ·ε + (1 − σ)·x0          σ ∈ [0, 1], σ = 1 is pure noise
     shift (SD3 form)  σ' = s·σ / (1 + (s − 1)·σ)      == ComfyUI ``time_snr_shift(s, σ)``
     author's grid     σ_i = shift(1 − i/N), i = 0..N  (ends exactly at σ = 0)
 This equals diffusers ``FlowMatchEulerDiscreteScheduler.set_timesteps(sigmas=linspace(1, 1/N, N))``
 with ``shift=s`` (a trailing 0 appended), which is what the author's generate.py samples on.
 
-Sol (sd15-flow-matching) — v-prediction on the SD1.5 discrete DDPM schedule, SPEC §1:
+Sol (sd15-flow-matching) — v-prediction on the SD1.5 discrete DDPM schedule (its sampling code):
     β_t = (linspace(√0.00085, √0.012, 1000))²,  ᾱ_t = Π(1 − β),  σ_t = √((1 − ᾱ_t)/ᾱ_t)
     "trailing" timesteps t_i = round(1000 − i·1000/N) − 1, i = 0..N−1, then σ = 0
     label shift       t_label = floor(999 · shift(t/999))   (shift ≤ 0 or == 1: no relabelling)
 """
 from __future__ import annotations
 
+import logging
+
 import torch
+
+log = logging.getLogger("lune")
 
 SD15_TRAIN_TIMESTEPS = 1000
 SD15_BETA_START = 0.00085
@@ -62,10 +66,22 @@ def trailing_timesteps(steps: int, timesteps: int = SD15_TRAIN_TIMESTEPS) -> tor
 
 
 def sol_sigmas(steps: int, denoise: float = 1.0) -> torch.Tensor:
-    """Sol's Euler grid: σ at the trailing timesteps, then 0 (N + 1 values, float32). Unshifted, as the author."""
+    """Sol's Euler grid: σ at the trailing timesteps, then 0 (N + 1 values, float32). Unshifted, as the author.
+
+    With ``denoise < 1`` the grid is computed for ``int(N / denoise)`` steps and its last N + 1 values are kept
+    (ComfyUI's KSampler convention; KSampler itself asks the scheduler for ``int(N / denoise)`` steps). SD1.5's
+    discrete schedule has only 1000 timesteps, so a request for more (small denoise, e.g. 20 steps at 0.01 → 2000)
+    uses the full 1000-step grid: its last N steps start at timestep N − 1, an effective denoise of N / 1000.
+    """
     if not 0.0 < denoise <= 1.0:
         raise ValueError(f"denoise must be in (0, 1] (got {denoise})")
-    total = steps if denoise >= 0.9999 else int(steps / denoise)
+    requested = steps if denoise >= 0.9999 else int(steps / denoise)
+    total = min(requested, SD15_TRAIN_TIMESTEPS)
+    if total < requested:
+        log.info("Sol: a %d-step grid was asked for (steps ÷ denoise), but SD1.5's discrete schedule has %d timesteps; "
+                 "using all %d. The last %d steps start at timestep %d (denoise %.3g).", requested,
+                 SD15_TRAIN_TIMESTEPS, total, min(steps, total), min(steps, total) - 1,
+                 min(steps, total) / SD15_TRAIN_TIMESTEPS)
     table = sd15_discrete_sigmas()
     sig = table[trailing_timesteps(total)]
     return torch.cat([sig, sig.new_zeros(1)])[-(steps + 1):]

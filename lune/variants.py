@@ -78,9 +78,28 @@ VARIANTS: dict[str, Variant] = {
         output_sign=-1.0),
 }
 VARIANT_NAMES = tuple(VARIANTS)
-DEFAULT_VARIANT = "lune"
 
-# Patterns tried in order on the lower-cased path + metadata text; first hit wins.
+# When nothing names the variant the file is still sampled as rectified flow (every variant but sol is flow, and
+# sol files are named by their repo, sd15-flow-matching) at the shift the user set, and its latents are left as
+# they are: guessing "lune" would darken a lune-flux file (the newest lune-flux finetunes have no "flux" in their
+# folder names), while 1.0 at worst leaves a lune image a little hazy. The loader's log tells the user to pick one.
+UNNAMED = Variant(
+    name="unnamed-flow", prediction=FLOW, default_shift=2.0, latent_multiplier=1.0, hf_repo="", hf_unet_file=None,
+    description="Nothing names the file's variant: sampled as rectified flow, latents left unchanged (1.0). Pick "
+                "the variant on Load Lune Model (lune needs the latent multiplier, lune-flux does not).")
+
+# The metadata key that names the variant outright (the pack's converter writes it): its value is a variant name.
+VARIANT_METADATA_KEY = "lune.variant"
+# Metadata keys that describe *this* model, searched with the patterns below. Free-form keys are left out on
+# purpose: ComfyUI's CheckpointSave stores the whole ``prompt`` and ``workflow`` JSON, a description may mention
+# other models, and a trainer's ``cfg.model_id`` names the base model training started from.
+#   modelspec.*  Stability AI's model-spec block in a safetensors ``__metadata__``
+#   cfg.*        a training state's config dict (flattened by lune.formats.unet_from_training_state)
+NAMING_METADATA_KEYS = ("modelspec.title", "modelspec.architecture", "cfg.run_name", "cfg.name", "cfg.hub_model_id",
+                        "cfg.repo_id")
+
+# Patterns per variant, most specific first (first hit wins), tried on the lower-cased naming metadata and on the
+# path relative to the models folder. A new variant is one line here.
 _PATTERNS: tuple[tuple[str, str], ...] = (
     ("sd-flow-alpha", r"sd(15)?[-_]flow[-_]alpha"),
     ("instaflow", r"instaflow|2[-_]rectified[-_]flow|rectifiedflowpipeline"),
@@ -109,27 +128,51 @@ def variant_named_in(text: str) -> tuple[Variant, str] | None:
 
 
 def get_variant(name: str) -> Variant:
+    """The record of a variant name, ``UNNAMED.name`` included (a MODEL may carry it; a user never picks it)."""
+    if name == UNNAMED.name:
+        return UNNAMED
     try:
         return VARIANTS[name]
     except KeyError:
         raise ValueError(f"unknown Lune variant {name!r}; choose one of {', '.join(VARIANT_NAMES)}") from None
 
 
-def detect_variant(path: str, metadata: Mapping[str, object] | None = None) -> tuple[Variant, str]:
-    """Guess the variant from the file path and metadata; returns (variant, human-readable reason).
+def naming_metadata(metadata: Mapping[str, object] | None) -> str:
+    """``key=value`` of the NAMING_METADATA_KEYS present in ``metadata``: the only metadata detection searches."""
+    if not metadata:
+        return ""
+    return " ".join(f"{k}={metadata[k]}" for k in NAMING_METADATA_KEYS
+                    if isinstance(metadata.get(k), (str, int, float)))
 
-    The most specific variant wins (sol, then lune-flux, then lune), whether metadata (safetensors
-    ``__metadata__`` or a training-state ``cfg``) or the path names it; for one variant metadata is cited first.
-    Nothing recognisable → DEFAULT_VARIANT, with a reason that tells the user to pick one.
+
+def detect_variant(relative_path: str, metadata: Mapping[str, object] | None = None) -> tuple[Variant, str]:
+    """Guess the variant; returns (variant, human-readable reason).
+
+    Reads only what describes the model itself:
+      1. metadata ``lune.variant`` holding a variant name → that variant;
+      2. else the most specific variant (``_PATTERNS`` order) that a NAMING_METADATA_KEYS value or
+         ``relative_path`` names — the path *relative to the models folder* the file was found in (for a download:
+         repo id + file). Folders above the models folder (``/home/sol/ComfyUI/…``) say nothing about the file;
+      3. nothing names one → UNNAMED (flow, latents unchanged), with a reason telling the user to pick one.
     """
-    sources = []
-    if metadata:
-        sources.append(("metadata", " ".join(f"{k}={v}" for k, v in metadata.items() if isinstance(v, (str, int, float)))))
-    sources.append(("path", path.replace("\\", "/")))
+    if _is_absolute(relative_path):
+        raise ValueError(f"detect_variant needs the path relative to the models folder, got {relative_path!r}")
+    named = (metadata or {}).get(VARIANT_METADATA_KEY)
+    if isinstance(named, str) and named.strip().lower() in VARIANTS:
+        return VARIANTS[named.strip().lower()], f"metadata {VARIANT_METADATA_KEY}={named.strip()}"
+    if named is not None:
+        log.warning("metadata %s=%r is not a variant this pack knows (%s); reading the names instead",
+                    VARIANT_METADATA_KEY, named, ", ".join(VARIANT_NAMES))
+    sources = (("metadata", naming_metadata(metadata)), ("path", relative_path.replace("\\", "/")))
     for name, pattern in _PATTERNS:  # most specific variant first, whichever source names it
         for source, text in sources:
             m = re.search(pattern, text.lower())
             if m:
                 return VARIANTS[name], f"{source} mentions {m.group(0).strip(' _-/')!r}"
-    return VARIANTS[DEFAULT_VARIANT], (f"nothing in the path or metadata names a variant; assuming {DEFAULT_VARIANT!r} "
-                                       "(set variant explicitly if this is lune-flux or sol)")
+    return UNNAMED, ("nothing in the file name, its folders inside the models folder or its metadata names a "
+                     "variant: sampling as rectified flow with latents unchanged (factor 1.0). Pick the variant on "
+                     "Load Lune Model (lune, lune-flux or sol)")
+
+
+def _is_absolute(path: str) -> bool:
+    return path.startswith(("/", "\\")) or re.match(r"[A-Za-z]:[\\/]", path) is not None

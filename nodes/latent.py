@@ -5,7 +5,7 @@ import logging
 
 from ..lune.errors import LuneError
 from ..lune.latent import MANUAL_RANGE, apply_multiplier, estimate_multiplier, nonfinite_problem, sd15_latent_problem
-from ..lune.variants import get_variant
+from ..lune.variants import UNNAMED, get_variant
 from .sampling_patches import lune_variant_of
 
 log = logging.getLogger("lune")
@@ -26,10 +26,12 @@ class LuneLatentMultiply:
         return {"required": {
             "samples": ("LATENT", {"tooltip": "The sampler's output latent, before VAE Decode."}),
             "mode": ([VARIANT_DEFAULT, AUTO, FIXED], {"default": VARIANT_DEFAULT, "tooltip": (
-                "variant default: lune → auto, every other variant → 1.0 (needs the model input). auto: estimate the "
-                "factor from the latent's spread (0.25–1.0, reported in the log). fixed: use multiplier.")}),
+                "variant default: lune → auto, every other variant (and a model whose variant was not named) → "
+                "1.0 (needs the model input). auto: one factor per batch from the latents' spread (0.25–1.0, "
+                "reported in the log). fixed: use multiplier.")}),
             "multiplier": ("FLOAT", {"default": 1.0, "min": MANUAL_RANGE[0], "max": MANUAL_RANGE[1], "step": 0.01,
-                                     "tooltip": "Used in fixed mode. Lower it if the image is too bright or pixelated."}),
+                                     "tooltip": "Used in fixed mode. Lower it if the image is too bright or "
+                                                "pixelated."}),
         }, "optional": {
             "model": ("MODEL", {"tooltip": "The Lune model that produced the latent (tells the variant)."}),
         }}
@@ -58,10 +60,13 @@ class LuneLatentMultiply:
                 raise LuneError("the connected MODEL carries no Lune variant (not loaded by Load Lune Model); choose "
                                 "mode auto or fixed.")
             default = get_variant(name).latent_multiplier
+            if name == UNNAMED.name:
+                log.info("Lune latent multiply: the model's variant was not named, so the latent is left unchanged "
+                         "(1.0). If it is sd15-flow-lune, pick variant lune on Load Lune Model (or mode auto).")
             mode, multiplier = (AUTO, multiplier) if default is None else (FIXED, default)
         if mode == AUTO:
-            factor = estimate_multiplier(x)
-            log.info("Lune latent multiply: auto factor %s", ", ".join(f"{f:.3f}" for f in factor.tolist()))
+            factor = float(estimate_multiplier(x))
+            log.info("Lune latent multiply: auto factor %.3f for the batch of %d", factor, x.shape[0])
         elif mode == FIXED:
             if not MANUAL_RANGE[0] <= multiplier <= MANUAL_RANGE[1]:
                 raise LuneError(f"multiplier {multiplier} is out of range {MANUAL_RANGE}; use a value below 1 to "
@@ -71,6 +76,5 @@ class LuneLatentMultiply:
             raise LuneError(f"unknown mode {mode!r}")
         out = dict(samples)
         out["samples"] = apply_multiplier(x, factor)
-        mean_factor = float(factor.mean()) if hasattr(factor, "mean") else factor
-        out[TAG] = {"factor": mean_factor, "data_ptr": out["samples"].data_ptr()}
-        return (out, mean_factor)
+        out[TAG] = {"factor": factor, "data_ptr": out["samples"].data_ptr()}
+        return (out, factor)

@@ -5,13 +5,15 @@ import logging
 import os
 
 import comfy.sd
+import comfy.supported_models
 import comfy.utils
 import folder_paths
 
 from ..lune import formats, hub
+from ..lune.clip_vae_donor import read_clip_vae
 from ..lune.errors import MissingComponentError, UnsupportedModelError
 from ..lune.pipeline_folder import variant_from_pipeline_folder
-from ..lune.variants import (FLOW, SHIFT_FROM_VARIANT, SHIFT_MAX, VARIANT_NAMES, VARIANTS, check_flow_shift,
+from ..lune.variants import (FLOW, SHIFT_FROM_VARIANT, SHIFT_MAX, UNNAMED, VARIANT_NAMES, VARIANTS, check_flow_shift,
                              detect_variant, effective_shift, get_variant)
 from . import paths
 from .sampling_patches import install_variant
@@ -60,19 +62,31 @@ def _file_stamp(path: str) -> str:
     return "|".join(parts)
 
 
-def load_clip_vae(checkpoint_name: str):
-    """CLIP and VAE of an SD1.5 checkpoint from models/checkpoints (its UNet is validated, not loaded)."""
+def donor_path(checkpoint_name: str) -> str:
     path = folder_paths.get_full_path("checkpoints", checkpoint_name)
     if path is None:
-        raise MissingComponentError(f"clip_vae_from: {checkpoint_name!r} is not in models/checkpoints.")
-    ckpt = formats.read_checkpoint(path)
-    if not (ckpt.has_clip and ckpt.has_vae):
-        raise MissingComponentError(f"clip_vae_from: {path} has no CLIP and VAE inside (it is UNet-only). "
-                                    "Choose a full SD1.5 checkpoint, e.g. v1-5-pruned-emaonly.safetensors.")
-    out = comfy.sd.load_state_dict_guess_config(ckpt.full_state_dict, output_vae=True, output_clip=True,
-                                                 output_model=False, metadata=ckpt.metadata,
-                                                 embedding_directory=folder_paths.get_folder_paths("embeddings"))
-    return out[1], out[2]
+        raise MissingComponentError(f"clip_vae_from: {checkpoint_name!r} is not in models/checkpoints. Refresh the "
+                                    "node list (press R) or pick another SD1.5 checkpoint.")
+    return path
+
+
+def load_clip_vae(checkpoint_name: str):
+    """CLIP and VAE of an SD1.5 checkpoint from models/checkpoints; its UNet is never read (any SD1.5 UNet —
+    inpainting's 9 channels included — is fine, since only CLIP and VAE are used)."""
+    sd, metadata = read_clip_vae(donor_path(checkpoint_name))
+    config = comfy.supported_models.SD15(comfy.supported_models.SD15.unet_config)
+    # the two steps of comfy.sd.load_state_dict_guess_config that build VAE and CLIP from a checkpoint's keys
+    vae_sd = comfy.utils.state_dict_prefix_replace(sd, {p: "" for p in config.vae_key_prefix}, filter_keys=True)
+    vae = comfy.sd.VAE(sd=config.process_vae_state_dict(vae_sd), metadata=metadata)
+    clip_sd = config.process_clip_state_dict(sd)
+    clip = comfy.sd.CLIP(config.clip_target(state_dict=clip_sd),
+                         embedding_directory=folder_paths.get_folder_paths("embeddings"), tokenizer_data=clip_sd,
+                         parameters=comfy.utils.calculate_parameters(clip_sd))
+    missing, _ = clip.load_sd(clip_sd, full_model=True)
+    missing = [k for k in missing if ".logit_scale" not in k and ".text_projection.weight" not in k]
+    if missing:
+        log.warning("clip_vae_from: CLIP weights missing from %s: %s", checkpoint_name, ", ".join(missing[:8]))
+    return clip, vae
 
 
 class LuneModelLoader:
@@ -106,7 +120,9 @@ class LuneModelLoader:
     @classmethod
     def IS_CHANGED(cls, model_name, variant, shift, clip_vae_from):
         path = paths.resolve_model(model_name) if not model_name.startswith(paths.DOWNLOAD_PREFIX) else None
-        return (_file_stamp(path) if path else model_name, variant, shift, clip_vae_from)
+        donor = folder_paths.get_full_path("checkpoints", clip_vae_from) if clip_vae_from != FROM_FILE else None
+        return (_file_stamp(path) if path else model_name, variant, shift,
+                _file_stamp(donor) if donor else clip_vae_from)
 
     def load(self, model_name, variant, shift, clip_vae_from):
         if shift != SHIFT_FROM_VARIANT:
@@ -116,9 +132,10 @@ class LuneModelLoader:
         if variant == AUTO:
             if implied:
                 chosen, reason = get_variant(implied), "download entry"
-            else:
-                chosen, reason = variant_from_pipeline_folder(path) or detect_variant(path, ckpt.metadata)
-            log.info("Lune loader: %s → variant %s (%s)", os.path.basename(path), chosen.name, reason)
+            else:  # the listed name is relative to its models folder; folders above it say nothing
+                chosen, reason = variant_from_pipeline_folder(path) or detect_variant(model_name, ckpt.metadata)
+            (log.warning if chosen is UNNAMED else log.info)(
+                "Lune loader: %s → variant %s (%s)", model_name, chosen.name, reason)
         else:
             chosen = get_variant(variant)
         shift = effective_shift(chosen, shift)

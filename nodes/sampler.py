@@ -9,14 +9,14 @@ import comfy.samplers
 from ..lune.errors import LuneError
 from ..lune.sampling import sample_lune_euler
 from ..lune.schedule import flow_sigmas, sol_sigmas
-from .sampling_patches import SolSampling, is_flow
+from .sampling_patches import SolSampling, describe_sampling, is_flow
 
 log = logging.getLogger("lune")
 
 SAMPLER_NAME = "lune_euler"
 SCHEDULER_NAME = "lune_flow"
 NOT_FLOW = ("needs a Lune model: load it with Load Lune Model, or put Lune Flow Shift between the checkpoint "
-            "loader and the sampler (the MODEL is still sampled as EPS, which gives wrong images).")
+            "loader and the sampler (it replaces any earlier sampling patch)")
 
 
 def lune_sigmas(model_sampling, steps: int, denoise: float = 1.0, caller: str = f"The {SCHEDULER_NAME} schedule"):
@@ -25,7 +25,7 @@ def lune_sigmas(model_sampling, steps: int, denoise: float = 1.0, caller: str = 
         return sol_sigmas(steps, denoise)
     if is_flow(model_sampling):
         return flow_sigmas(steps, float(model_sampling.shift), denoise)
-    raise LuneError(f"{caller} {NOT_FLOW}")
+    raise LuneError(f"{caller} {NOT_FLOW}. This MODEL carries {describe_sampling(model_sampling)}.")
 
 
 def _scheduler_handler(model_sampling, steps):
@@ -51,7 +51,8 @@ class LuneSamplerAdapter:
             "model": ("MODEL", {"tooltip": "A Lune model (Load Lune Model or Lune Flow Shift); its shift is read."}),
             "steps": ("INT", {"default": 25, "min": 1, "max": 1000, "tooltip": "Author: 20–30, 25 typical."}),
             "denoise": ("FLOAT", {"default": 1.0, "min": 0.01, "max": 1.0, "step": 0.01,
-                                  "tooltip": "Below 1 for img2img: the last steps of a longer grid, as KSampler does."}),
+                                  "tooltip": "Below 1 for img2img: the last steps of a longer grid, as KSampler "
+                                             "does (Sol: at most its 1000 timesteps)."}),
         }}
 
     RETURN_TYPES = ("SAMPLER", "SIGMAS")

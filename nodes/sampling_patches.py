@@ -12,7 +12,7 @@ import comfy.supported_models
 from ..lune.errors import UnsupportedModelError
 from ..lune.latent import sd15_latent_problem
 from ..lune.schedule import sol_timestep_label
-from ..lune.variants import FLOW, V_DISCRETE, Variant, get_variant
+from ..lune.variants import FLOW, UNNAMED, V_DISCRETE, Variant, get_variant
 
 
 class LuneFlowSampling(comfy.model_sampling.ModelSamplingDiscreteFlow, comfy.model_sampling.CONST):
@@ -29,7 +29,7 @@ class LuneFlowSampling(comfy.model_sampling.ModelSamplingDiscreteFlow, comfy.mod
     the pack can recognise its own patch and carry the variant name. RES4LYF sees CONST (flow), sigma_max == 1,
     and deep-copies it and calls ``set_parameters(shift=…)``: multiplier and sign are kept unless passed.
     """
-    lune_variant = "lune"
+    lune_variant = UNNAMED.name  # install_flow sets the real one
     output_sign = 1.0
 
     def set_parameters(self, shift=1.0, timesteps=1000, multiplier=None, output_sign=None):
@@ -97,18 +97,33 @@ def current_sampling(model):
     return model.get_model_object("model_sampling")
 
 
+# The pack's own sampling patches — the only ones the lune_flow schedule and Lune Latent Multiply trust. A stock
+# ModelSamplingSD3/AuraFlow/Flux patch is CONST with a ``shift`` too, but not in our convention (ModelSamplingFlux's
+# shift is μ; the SD3 form of it is exp(μ)). A new flow convention of the pack is one more class here.
+PACK_FLOW_SAMPLINGS: tuple[type, ...] = (LuneFlowSampling,)
+PACK_SAMPLINGS: tuple[type, ...] = (*PACK_FLOW_SAMPLINGS, SolSampling)
+
+
 def lune_variant_of(model) -> str | None:
     """The variant name the pack installed on this MODEL, or None when it carries no Lune patch."""
-    return getattr(current_sampling(model), "lune_variant", None) if isinstance(
-        current_sampling(model), (LuneFlowSampling, SolSampling)) else None
+    sampling = current_sampling(model)
+    return getattr(sampling, "lune_variant", None) if isinstance(sampling, PACK_SAMPLINGS) else None
 
 
 def is_flow(model_sampling) -> bool:
-    """Flow-patched in the sense RES4LYF and our scheduler use: CONST, not EPS, σ_max == 1."""
-    return (isinstance(model_sampling, comfy.model_sampling.CONST)
-            and not isinstance(model_sampling, comfy.model_sampling.EPS)
-            and hasattr(model_sampling, "shift")
-            and abs(float(model_sampling.sigma_max) - 1.0) < 1e-6)
+    """True for the pack's own rectified-flow patches (PACK_FLOW_SAMPLINGS), whose ``shift`` is the SD3-form s."""
+    return isinstance(model_sampling, PACK_FLOW_SAMPLINGS)
+
+
+def describe_sampling(model_sampling) -> str:
+    """What a MODEL's sampling object is, in the words a user can act on."""
+    if isinstance(model_sampling, comfy.model_sampling.ModelSamplingFlux):
+        return ("ComfyUI's ModelSamplingFlux patch, whose shift is μ (the SD3-form shift is exp(μ)), so a grid built "
+                "from it would be silently wrong")
+    if isinstance(model_sampling, comfy.model_sampling.CONST):
+        return (f"a flow patch that is not the pack's ({type(model_sampling).__name__}, e.g. ModelSamplingSD3/"
+                "AuraFlow), whose shift the pack cannot vouch for")
+    return "no flow patch: it is still sampled as EPS/v-prediction, which gives wrong images"
 
 
 def install_flow(model, shift: float, variant_name: str):

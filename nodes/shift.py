@@ -1,10 +1,14 @@
 """Lune Flow Shift: MODEL → MODEL sampled as rectified flow at a given SD3-style shift."""
 from __future__ import annotations
 
+import logging
+
 from ..lune.errors import UnsupportedModelError
-from ..lune.variants import DEFAULT_VARIANT, TRAINED_SHIFT_RANGE, check_flow_shift
+from ..lune.variants import TRAINED_SHIFT_RANGE, UNNAMED, check_flow_shift
 from .loader import SHIFT_LIMITS
 from .sampling_patches import SolSampling, current_sampling, install_flow, lune_variant_of, require_sd15
+
+log = logging.getLogger("lune")
 
 
 class LuneShift:
@@ -31,4 +35,10 @@ class LuneShift:
                 "rectified flow, so a flow shift would give wrong images. Connect Load Lune Model (variant sol) "
                 "straight to the sampler instead.")
         check_flow_shift(shift)
-        return (install_flow(model, shift, lune_variant_of(model) or DEFAULT_VARIANT),)
+        variant = lune_variant_of(model)
+        if variant is None:  # a stock loader's MODEL: nothing says which Lune it is, so nothing destructive
+            variant = UNNAMED.name
+            log.info("Lune Flow Shift: the MODEL carries no Lune variant (stock loader); sampling it as rectified "
+                     "flow, and Lune Latent Multiply's 'variant default' will leave its latents unchanged. Load it "
+                     "with Load Lune Model to name the variant (lune needs the latent multiplier).")
+        return (install_flow(model, shift, variant),)

@@ -28,8 +28,8 @@ NOTE_TXT2IMG = """Lune (SD1.5 rectified flow) with the stock KSampler.
 3. Sampler: euler or lune_euler, scheduler simple/normal/beta or lune_flow (the author's grid). Avoid karras,
    exponential, linear_quadratic: they ignore the shift.
 4. Author settings: 20-30 steps, CFG 7.5, 512x512, empty negative.
-5. Lune Latent Multiply: 'variant default' = auto for lune, 1.0 for lune-flux. Too bright/pixelated? Use fixed
-   and lower the multiplier."""
+5. Lune Latent Multiply: 'variant default' = auto for lune, 1.0 for lune-flux, and 1.0 when variant auto finds
+   no name (the log says so: then pick the variant). Too bright/pixelated? Use fixed and lower the multiplier."""
 
 
 def lune_txt2img(model=LUNE_MODEL, companion=DEFAULT_COMPANION, variant="auto", steps=25, cfg=7.5, size=512,

@@ -10,8 +10,8 @@ NOTE_TXT2IMG_ZH = """Lune（SD1.5 整流/流匹配模型）配合原生 KSampler
 3. 采样器：euler 或 lune_euler；调度器：simple/normal/beta 或 lune_flow（作者的网格）。
    不要用 karras、exponential、linear_quadratic：它们忽略偏移。
 4. 作者设置：20–30 步，CFG 7.5，512x512，负向提示词留空。
-5. “Lune 潜空间乘数”：variant default 对 lune 为自动估计，对 lune-flux 为 1.0。
-   图像太亮或像素化？改用 fixed 并调低乘数。"""
+5. “Lune 潜空间乘数”：variant default 对 lune 为自动估计，对 lune-flux 为 1.0；变体 auto 找不到名称时
+   也是 1.0（日志会提示：请手动选择变体）。图像太亮或像素化？改用 fixed 并调低乘数。"""
 
 NOTE_FLUX_ZH = """Lune-Flux（AbstractPhil/sd15-flow-lune-flux）：推荐使用的 Lune，按作者的方式采样。
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
 
-from lune.variants import DEFAULT_VARIANT, SHIFT_FROM_VARIANT, VARIANTS, get_variant
+from lune.variants import SHIFT_FROM_VARIANT, UNNAMED, VARIANTS, get_variant
 
 SIZE = (512, 384)
 BG, FG, DIM = (24, 26, 34), (225, 228, 240), (120, 126, 150)
@@ -43,7 +43,7 @@ def _schedule(workflow: dict) -> tuple[float, int, str]:
         if node["type"] == "LuneModelLoader":
             s = float(w[2])
             if s == SHIFT_FROM_VARIANT:  # the chosen variant's trained shift (auto: drawn as Lune's)
-                s = get_variant(w[1] if w[1] in VARIANTS else DEFAULT_VARIANT).default_shift
+                s = (get_variant(w[1]) if w[1] in VARIANTS else UNNAMED).default_shift
             label = "sol: no flow shift" if w[1] == "sol" else f"shift {s:g}"
             if w[1] == "sol":
                 s = 1.0

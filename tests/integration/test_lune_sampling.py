@@ -1,10 +1,12 @@
-"""Sampling correctness of the flow patch, the pack's sampler/schedule, and Sol, against plain torch (issue 2)."""
+"""Sampling correctness of the flow patch, the pack's sampler/schedule, and Sol, against plain torch."""
 from __future__ import annotations
 
 import math
 
 import pytest
 import torch
+
+from tests.numerics import RTOL_FORMULA, RTOL_FP32, assert_close_rel
 
 pytestmark = pytest.mark.comfy
 
@@ -79,10 +81,10 @@ def test_unet_gets_float_t_equal_1000_sigma_and_same_calls_as_stock_sd3(comfy, l
     finally:
         spy.close()
     assert len(pack_calls) == len(stock_calls) == STEPS  # cond+uncond batched: one UNet call per step
-    expected = torch.tensor([2 * s / (1 + s) for s in torch.linspace(1, 0, STEPS + 1)[:-1].tolist()])
+    expected = [1000 * 2 * t / (1 + t) for t in (1 - i / STEPS for i in range(STEPS))]  # float64
     seen = torch.stack([c[0] for c in pack_calls])
     assert seen.dtype == torch.float32
-    assert torch.allclose(seen, 1000 * expected, atol=1e-3)
+    assert_close_rel(seen, expected, RTOL_FORMULA, what="UNet t vs 1000·shift(1 − i/N)")
     assert any(abs(v - round(v)) > 1e-3 for v in seen.tolist()), "t must not be quantised to integers"
 
 
@@ -92,7 +94,7 @@ def _plain_unet(loaded):
 
 
 def _plain_flow_euler(unet, cond, uncond, shape, steps, shift, cfg, seed):
-    """Author's loop (SPEC §1), written independently: σ_i = shift(1 − i/N); x += (σ_{i+1} − σ_i)·v."""
+    """Author's loop (generate.py), written independently: σ_i = shift(1 − i/N); x += (σ_{i+1} − σ_i)·v."""
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(shape, generator=g)
     grid = [shift * t / (1 + (shift - 1) * t) for t in [1 - i / steps for i in range(steps + 1)]]
@@ -110,22 +112,20 @@ def test_parity_with_plain_torch_author_euler(comfy, loaded, conds):
     pos, neg = conds
     out = _ksample(comfy, loaded[0], pos, neg, "lune_euler", "lune_flow")
     ref = _plain_flow_euler(_plain_unet(loaded), pos[0][0], neg[0][0], (1, 4, 8, 8), STEPS, SHIFT, CFG, SEED)
-    err = (out - ref).abs().max().item()
-    print(f"flow parity: max |ComfyUI - plain torch| = {err:.2e} (latent max {ref.abs().max().item():.2f})")
-    assert err < 1e-4
+    assert_close_rel(out, ref, RTOL_FP32, what="flow parity |ComfyUI − plain torch|")
 
 
 @torch.no_grad()
 def test_adapter_sigmas_match_author_grid_and_end_at_zero(comfy, loaded):
     sampler, sigmas = comfy.nodes.NODE_CLASS_MAPPINGS["LuneSamplerAdapter"]().build(loaded[0], STEPS, 1.0)
-    grid = torch.tensor([SHIFT * t / (1 + (SHIFT - 1) * t) for t in torch.linspace(1, 0, STEPS + 1).tolist()])
+    grid = [SHIFT * t / (1 + (SHIFT - 1) * t) for t in (1 - i / STEPS for i in range(STEPS + 1))]  # float64
     assert sigmas[-1].item() == 0.0 and sigmas[0].item() == 1.0
-    assert torch.allclose(sigmas, grid, atol=1e-6)
+    assert_close_rel(sigmas, grid, RTOL_FORMULA, what="adapter σ grid")
     assert sampler.sampler_function.__name__ == "sample_lune_euler"
 
 
 def _plain_sol_euler(unet, cond, uncond, shape, steps, cfg, seed):
-    """Sol reference (SPEC §1): v-prediction, SD1.5 scaled_linear betas, trailing grid, x_T = σ_max·ε, Euler."""
+    """Sol reference: v-prediction, SD1.5 scaled_linear betas, trailing grid, x_T = σ_max·ε, Euler."""
     betas = torch.linspace(0.00085 ** 0.5, 0.012 ** 0.5, 1000, dtype=torch.float64) ** 2
     abar = torch.cumprod(1 - betas, 0)
     sig_table = ((1 - abar) / abar).sqrt()
@@ -152,9 +152,7 @@ def test_sol_parity_with_plain_torch_discrete_v_loop(comfy, tiny_models, loaded,
     sol = loader.load(tiny_models["single_file"], "sol", SHIFT, "(from model file)")[0]
     out = _ksample(comfy, sol, pos, neg, "lune_euler", "lune_flow")
     ref = _plain_sol_euler(_plain_unet(loaded), pos[0][0], neg[0][0], (1, 4, 8, 8), STEPS, CFG, SEED)
-    err = (out - ref).abs().max().item()
-    print(f"sol parity: max |ComfyUI - plain torch| = {err:.2e} (latent max {ref.abs().max().item():.2f})")
-    assert err < 1e-4
+    assert_close_rel(out, ref, RTOL_FP32, what="sol parity |ComfyUI − plain torch|")
 
 
 def test_unet_weights_bitwise_identical_across_formats(comfy, tiny_models):

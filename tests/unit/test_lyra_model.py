@@ -29,6 +29,7 @@ from testbed.fixtures.lyra_files import (
     tiny_shapes,
     trainer_config,
 )
+from tests.numerics import RTOL_FORMULA
 
 
 # --------------------------------------------------------------------------- fixtures
@@ -291,7 +292,8 @@ def test_each_output_token_depends_only_on_same_index_tokens(full_model, modalit
         diff = (a[name] - b[name]).abs().amax(dim=(0, 2))  # per token position
         assert diff[j] > 1e-3
         others = torch.cat([diff[:j], diff[j + 1 :]])
-        assert others.max() <= 1e-6, f"{name}: positions other than {j} changed"
+        bound = RTOL_FORMULA * a[name].abs().max().item()
+        assert others.max() <= bound, f"{name}: positions other than {j} changed ({others.max():.2e} > {bound:.2e})"
 
 
 def test_mean_mode_is_deterministic(full_model):

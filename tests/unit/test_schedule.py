@@ -1,4 +1,4 @@
-"""Flow/Sol σ grids and the Euler sampler, checked against independent formulas (SPEC §1)."""
+"""Flow/Sol σ grids and the Euler sampler, checked against independent formulas."""
 from __future__ import annotations
 
 import numpy as np
@@ -7,6 +7,7 @@ import torch
 
 from lune import schedule
 from lune.sampling import sample_lune_euler
+from tests.numerics import RTOL_FORMULA, assert_close_rel
 
 
 def test_flow_shift_matches_sd3_formula_and_fixes_endpoints():
@@ -22,7 +23,7 @@ def test_flow_shift_matches_sd3_formula_and_fixes_endpoints():
 def test_flow_sigmas_is_authors_grid_ending_at_zero():
     sig = schedule.flow_sigmas(8, 2.0)
     assert sig.shape == (9,) and sig[0] == 1.0 and sig[-1] == 0.0
-    assert sig[-2].item() == pytest.approx(2 * (1 / 8) / (1 + 1 / 8), abs=1e-7)  # 0.222 (SPEC §3)
+    assert sig[-2].item() == pytest.approx(2 * (1 / 8) / (1 + 1 / 8), abs=1e-7)  # 0.222 at N=8
     assert torch.all(sig[1:] < sig[:-1])
 
 
@@ -40,17 +41,24 @@ def test_flow_sigmas_denoise_takes_tail_of_longer_grid():
     assert torch.allclose(part, full[-11:])
 
 
+def _sd15_sigmas_float64() -> np.ndarray:
+    betas = np.linspace(0.00085 ** 0.5, 0.012 ** 0.5, 1000, dtype=np.float64) ** 2
+    alphas_cumprod = np.cumprod(1.0 - betas)
+    return np.sqrt((1 - alphas_cumprod) / alphas_cumprod)
+
+
 def test_sd15_discrete_sigmas_match_known_values():
     sig = schedule.sd15_discrete_sigmas()
-    assert sig[-1].item() == pytest.approx(14.6146, abs=1e-3)  # SPEC §1: σ_max of SD1.5
-    assert sig[0].item() == pytest.approx(0.0292, abs=1e-3)
+    assert_close_rel(sig, _sd15_sigmas_float64(), RTOL_FORMULA, what="SD1.5 σ table vs float64")
+    assert sig[-1].item() == pytest.approx(14.6146, rel=1e-5)  # σ_max of SD1.5, quoted to 4 decimals
+    assert sig[0].item() == pytest.approx(0.0292, rel=2e-3)  # σ_min, quoted to 3 significant figures
 
 
 def test_trailing_timesteps_and_sol_grid():
     assert schedule.trailing_timesteps(20)[:3].tolist() == [999, 949, 899]
     assert schedule.trailing_timesteps(20)[-1].item() == 49
     sig = schedule.sol_sigmas(20)
-    assert sig.shape == (21,) and sig[-1] == 0 and sig[0].item() == pytest.approx(14.6146, abs=1e-3)
+    assert sig.shape == (21,) and sig[-1] == 0 and sig[0].item() == pytest.approx(14.6146, rel=1e-5)
 
 
 def test_sol_label_shift():
@@ -69,7 +77,7 @@ def test_euler_sampler_is_exact_on_linear_flow():
 
     noise = torch.randn_like(x0)
     out = sample_lune_euler(model, noise, schedule.flow_sigmas(5, 2.0))
-    assert torch.allclose(out, x0, atol=1e-6)
+    assert_close_rel(out, x0, RTOL_FORMULA, what="Euler on a straight flow")
 
 
 def test_euler_sampler_matches_velocity_update_and_calls_once_per_step():
@@ -86,4 +94,34 @@ def test_euler_sampler_matches_velocity_update_and_calls_once_per_step():
     for i in range(4):
         v = (ref - 0.5 * ref) / sig[i]
         ref = ref + (sig[i + 1] - sig[i]) * v
-    assert len(calls) == 4 and torch.allclose(out, ref, atol=1e-6)
+    assert len(calls) == 4
+    assert_close_rel(out, ref, RTOL_FORMULA, what="Euler velocity update")
+
+
+def test_euler_sampler_accepts_and_ignores_k_diffusion_options():
+    """Wrappers forward s_churn/s_noise/… to every sampler (k-diffusion samplers take them); the author's Euler is
+    deterministic and ignores them: same result, no TypeError."""
+    x0 = torch.randn(1, 4, 3, 3)
+
+    def model(x, sigma, **kw):
+        return 0.5 * x + 0.5 * x0
+
+    noise = torch.randn_like(x0)
+    sig = schedule.flow_sigmas(4, 2.0)
+    plain = sample_lune_euler(model, noise.clone(), sig)
+    with_options = sample_lune_euler(model, noise.clone(), sig, extra_args={}, callback=None, disable=True,
+                                     s_churn=0.5, s_tmin=0.0, s_tmax=float("inf"), s_noise=1.003, eta=1.0,
+                                     noise_sampler=None)
+    assert torch.equal(plain, with_options)
+
+
+def test_sol_small_denoise_uses_the_whole_1000_step_grid():
+    """20 steps at denoise 0.01 ask for 2000 steps; Sol has 1000 timesteps: the tail of the 1000-step grid."""
+    table = schedule.sd15_discrete_sigmas()
+    sig = schedule.sol_sigmas(20, denoise=0.01)
+    assert sig.shape == (21,) and sig[-1] == 0
+    assert torch.equal(sig[:-1], table[torch.arange(19, -1, -1)])  # timesteps 19 … 0
+    # what KSampler does: ask the scheduler for int(steps / denoise) steps, keep the last steps + 1
+    assert torch.equal(schedule.sol_sigmas(2000)[-21:], sig)
+    assert schedule.sol_sigmas(1500).shape == (1001,)
+    assert torch.equal(schedule.sol_sigmas(10, denoise=0.5), schedule.sol_sigmas(20)[-11:])  # ordinary img2img
