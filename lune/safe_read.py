@@ -143,15 +143,15 @@ def read_safetensors(path: str, advice: str = DOWNLOAD_AGAIN) -> tuple[dict[str,
     return tensors, dict(header.get("__metadata__") or {})
 
 
-def _refused_global(error: Exception) -> str:
-    """What a weights-only load refused, e.g. ``posix.system`` — leaving out torch's advice to retry the load
-    unsafely, the one thing a user must not do with an untrusted file."""
+def _refusal(error: Exception) -> str:
+    """Why a weights-only load refused the pickle, naming the callable (e.g. ``posix.system``) — leaving out
+    torch's advice to retry the load unsafely, the one thing a user must not do with an untrusted file."""
     text = str(error)
     match = re.search(r"GLOBAL\s+([\w.]+)", text)
     if match:
-        return f"it would import and call {match.group(1)}, i.e. run code, not just load tensors"
+        return f"its pickle would run code, not just load tensors (it would import and call {match.group(1)})"
     detail = next((line.strip() for line in text.splitlines() if "nsupported" in line), "") or type(error).__name__
-    return (f"it uses pickle instructions a weights-only load does not allow ({detail[:200]}); it may try to run "
+    return (f"its pickle uses instructions a weights-only load does not allow ({detail[:200]}); it may try to run "
             "code, or it is corrupt")
 
 
@@ -165,7 +165,7 @@ def load_pickle(path: str, fmt: str, advice: str = DOWNLOAD_AGAIN) -> Any:
                 return torch.load(handle, map_location="cpu", weights_only=True, mmap=False)
         return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as e:
-        raise UnsafeCheckpointError(f"{path} was refused: {_refused_global(e)}. Nothing from the file was executed. "
+        raise UnsafeCheckpointError(f"{path} was refused: {_refusal(e)}. Nothing from the file was executed. "
                                     f"{UNSAFE_FIX}") from None
     except Exception as e:  # truncated/corrupt: torch raises RuntimeError, EOFError, IndexError, BadZipFile, ...
         reason = (str(e).splitlines() or [type(e).__name__])[0].split(". ")[0][:200]
