@@ -117,6 +117,8 @@ def read_safetensors_header(path: str, advice: str = DOWNLOAD_AGAIN) -> dict:
                               f"is corrupt. {advice}")
     tensors = {k: v for k, v in header.items() if k != "__metadata__"}
     problem = next((p for p in (_entry_problem(k, v) for k, v in tensors.items()) if p), None)
+    if not isinstance(header.get("__metadata__", {}), dict):
+        problem = "__metadata__ is not an object"
     if problem:
         raise LuneFormatError(f"{path} could not be read as safetensors: its header is malformed ({problem}). The "
                               f"file is corrupt or was written by a broken tool. {advice}")

@@ -90,6 +90,7 @@ def _rewrite_header(src, dst, edit) -> None:
     ("invalid shape", lambda h: h["out.2.bias"].update(shape="4")),
     ("does not match its data_offsets", lambda h: h["out.2.bias"].update(shape=[400])),
     ("is not an object", lambda h: h.update({"out.2.bias": [1, 2]})),
+    ("__metadata__ is not an object", lambda h: h.update({"__metadata__": "abc"})),
 ])
 def test_malformed_header_entry_is_a_format_error(tmp_path, problem, edit):
     good = tmp_path / "good.safetensors"
