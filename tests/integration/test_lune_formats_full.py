@@ -2,7 +2,7 @@
 
 The UNet-only files of the full fixture carry diffusers names made from ComfyUI's own map (the fixture builder),
 and the pack hands them to ``comfy.sd.load_diffusion_model_state_dict`` unrenamed, so this checks the real
-diffusers path end to end: no pack code names or renames a key. About 8 GB RSS at peak, a few minutes: run it
+diffusers path end to end: no pack code names or renames a key. About 9.5 GB RSS at peak, 1.5 min: run it
 under the shared lock, e.g. ``flock /tmp/lune-heavy.lock python -m pytest -q -s
 tests/integration/test_lune_formats_full.py``.
 """
