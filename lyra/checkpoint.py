@@ -1,4 +1,4 @@
-"""Reading and writing Lyra v1 checkpoints (SPEC §2, "Files").
+"""Reading and writing Lyra v1 checkpoints (AbstractPhil/vae-lyra: ``model.pt`` + ``config.json``).
 
 Accepted inputs of :func:`load_lyra`:
 
@@ -11,16 +11,15 @@ Accepted inputs of :func:`load_lyra`:
 * a ``.safetensors`` file (optionally with the config in its metadata, as
   written by :func:`save_lyra_safetensors`).
 
-The format is detected from the file's first bytes, not its extension.
-
-Pickles are only ever read with ``torch.load(weights_only=True,
-map_location="cpu")``; zip pickles additionally with ``mmap=True`` so the
-~136 MB of AdamW moments in the trainer file are mapped, never read. Legacy
-(pre-1.6, non-zip) pickles cannot be memory-mapped and are read normally.
+Files are read by :mod:`lune.safe_read`, shared with the Lune loader: the format
+is detected from the file's first bytes, not its extension; pickles are only
+ever read with ``torch.load(weights_only=True, map_location="cpu")``, zip
+pickles additionally with ``mmap=True`` so the ~136 MB of AdamW moments in the
+trainer file are mapped, never read.
 
 Config priority: explicit ``config`` argument > ``<stem>.json`` / ``config.json``
 beside the weights > config embedded in the file (``model.pt["config"]`` or
-safetensors metadata) > SPEC §2 defaults. The chosen source is logged.
+safetensors metadata) > the published vae-lyra defaults. The chosen source is logged.
 """
 
 from __future__ import annotations
@@ -29,12 +28,12 @@ import dataclasses
 import json
 import logging
 import os
-import pickle
-import re
 from typing import Any, Mapping
 
 import torch
 
+from ._lune import errors as _lune_errors
+from ._lune import safe_read
 from .cantor import cantor_coordinates, routes_problem
 from .config import LyraConfig
 from .errors import LyraCheckpointError, LyraConfigError, LyraError, LyraUnsafeFileError
@@ -52,11 +51,9 @@ __all__ = [
     "OPTIONAL_PREFIXES",
 ]
 
-#: Tensors that newer author code adds for a training loss only (SPEC §2);
+#: Tensors that newer author code adds for a training loss only;
 #: tolerated and dropped.
 OPTIONAL_PREFIXES = ("cross_modal_projections.",)
-#: Wrapper prefixes stripped when *every* key carries them (DataParallel, torch.compile).
-_WRAPPER_PREFIXES = ("module.", "_orig_mod.")
 #: Containers in a trainer dict that may hold the model weights, in order of preference.
 _STATE_CONTAINERS = ("model_state_dict", "state_dict", "model")
 _DIR_NAMES = ("model.safetensors", "model.pt", "model.pth")
@@ -128,144 +125,44 @@ def resolve_checkpoint_path(path_or_dir: str | os.PathLike[str]) -> str:
     )
 
 
-def _sniff(path: str) -> str:
-    """Detect the container from the first bytes: torch zip, safetensors or legacy pickle."""
-    try:
-        size = os.path.getsize(path)
-        with open(path, "rb") as fh:
-            head = fh.read(16)
-    except OSError as exc:
-        raise LyraCheckpointError(f"Cannot read {path}: {exc}.") from exc
-    if size == 0:
-        raise LyraCheckpointError(f"{path} is empty (0 bytes): the download did not finish. {_REDOWNLOAD}")
-    if head.startswith(b"PK\x03\x04"):
-        return "torch-zip"
-    if len(head) >= 9 and head[8:9] == b"{":
-        header_len = int.from_bytes(head[:8], "little")
-        if 0 < header_len < 100_000_000:
-            return "safetensors"
-    if head[:1] == b"\x80":
-        return "torch-legacy"
-    raise LyraCheckpointError(
-        f"{path} is not a checkpoint format Lyra can read (neither a torch .pt nor a .safetensors; "
-        f"first bytes {head[:8]!r}). It may be corrupt or an HTML error page. {_REDOWNLOAD}"
-    )
-
-
-# --------------------------------------------------------------------------- reading
-def _first_line_with(text: str, *needles: str) -> str:
-    for line in text.splitlines():
-        if any(n in line for n in needles):
-            return line.strip()
-    return ""
-
-
-def _unsafe_error(path: str, exc: BaseException) -> LyraUnsafeFileError:
-    text = str(exc)
-    match = re.search(r"GLOBAL\s+([\w.]+)", text)
-    tail = (
-        "Nothing from the file was executed. Use Lyra weights from a trusted source "
-        "(AbstractPhil/vae-lyra), preferably as .safetensors."
-    )
-    if match:
-        return LyraUnsafeFileError(
-            f"{path} was refused: it is a pickle that tries to import and run code ({match.group(1)}), "
-            f"not just tensors. {tail}"
-        )
-    detail = _first_line_with(text, "Unsupported") or (text.splitlines()[0] if text else type(exc).__name__)
-    return LyraUnsafeFileError(
-        f"{path} was refused: its pickle uses instructions that a weights-only load does not allow "
-        f"({detail}); it may try to run code, or it is corrupt. {tail}"
-    )
-
-
-def _torch_load(path: str, fmt: str) -> Any:
-    """``torch.load(weights_only=True, map_location="cpu")``, memory-mapped when possible.
-
-    Legacy (non-zip) pickles cannot be mapped. A pickle misnamed ``*.safetensors``
-    is passed as an open file, because ``torch.load`` hands any path with that
-    suffix to safetensors; it is then read without mmap.
-    """
-    misnamed = path.endswith(".safetensors")
-    mmap = fmt == "torch-zip" and not misnamed
-    if not mmap:
-        logger.debug("%s: reading the pickle fully (legacy format or misnamed; no mmap)", path)
-    try:
-        if misnamed:
-            with open(path, "rb") as fh:
-                return torch.load(fh, map_location="cpu", weights_only=True, mmap=False)
-        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
-    except pickle.UnpicklingError as exc:
-        raise _unsafe_error(path, exc) from exc
-    except Exception as exc:  # truncated/corrupt: torch raises RuntimeError, EOFError, IndexError, ...
-        first = str(exc).splitlines()[0] if str(exc) else ""
-        raise LyraCheckpointError(
-            f"{path} could not be read; it looks truncated or corrupt ({type(exc).__name__}: {first}). {_REDOWNLOAD}"
-        ) from exc
-
-
-def _read_safetensors(path: str) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    from safetensors import safe_open
-
-    try:
-        with safe_open(path, framework="pt", device="cpu") as fh:
-            meta = dict(fh.metadata() or {})
-            state = {key: fh.get_tensor(key) for key in fh.keys()}
-    except Exception as exc:  # safetensors raises SafetensorError / OSError on bad files
-        raise LyraCheckpointError(
-            f"{path} could not be read as safetensors; it looks truncated or corrupt "
-            f"({type(exc).__name__}: {exc}). Re-download or re-convert it."
-        ) from exc
-    return state, meta
-
-
-def _extract_state(obj: Any, path: str) -> tuple[Mapping[str, Any], str]:
-    if not isinstance(obj, Mapping):
-        raise LyraCheckpointError(
-            f"{path} holds a {type(obj).__name__}, not a state dict or trainer checkpoint. "
-            f"Use model.pt from AbstractPhil/vae-lyra."
-        )
-    for key in _STATE_CONTAINERS:
-        if isinstance(obj.get(key), Mapping):
-            return obj[key], key
-    if obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
-        return obj, "bare"
-    raise LyraCheckpointError(
-        f"{path} has top-level entries {_short(sorted(map(str, obj)))} but no 'model_state_dict' and is not a "
-        f"plain state dict. Use model.pt from AbstractPhil/vae-lyra."
-    )
-
-
 def read_checkpoint(path: str | os.PathLike[str]) -> RawCheckpoint:
-    """Read tensors (CPU, original dtype) and any embedded config from one file."""
+    """Read tensors (CPU, original dtype) and any embedded config from one file.
+
+    Sniffing, safetensors validation, the weights-only ``torch.load`` and prefix stripping are
+    :mod:`lune.safe_read`'s; its errors come back as :class:`LyraCheckpointError` /
+    :class:`LyraUnsafeFileError` with the same message.
+    """
     path = os.fspath(path)
-    fmt = _sniff(path)
-    ext = os.path.splitext(path)[1].lower()
-    if (fmt == "safetensors") != (ext == ".safetensors"):
-        logger.warning("%s: content is %s despite the %r extension; reading it as %s", path, fmt, ext or "(none)", fmt)
-    if fmt == "safetensors":
-        state, meta = _read_safetensors(path)
+    try:
+        raw = safe_read.read_weights_file(path, advice=_REDOWNLOAD)
+        found = None if raw.format == safe_read.SAFETENSORS else safe_read.find_state_dict(
+            raw.content, path, _STATE_CONTAINERS)
+    except _lune_errors.UnsafeCheckpointError as exc:
+        raise LyraUnsafeFileError(str(exc)) from None
+    except _lune_errors.LuneFormatError as exc:
+        raise LyraCheckpointError(str(exc)) from None
+    if raw.format == safe_read.SAFETENSORS:
         embedded = None
-        if _META_CONFIG_KEY in meta:
+        if _META_CONFIG_KEY in raw.metadata:
             try:
-                embedded = json.loads(meta[_META_CONFIG_KEY])
+                embedded = json.loads(raw.metadata[_META_CONFIG_KEY])
             except json.JSONDecodeError as exc:
                 raise LyraCheckpointError(
                     f"{path}: the Lyra config in the safetensors metadata is not valid JSON ({exc}). "
                     f"Put the vae-lyra config.json beside the file."
                 ) from exc
-        return RawCheckpoint(dict(state), embedded, fmt, "bare", {})
+        return RawCheckpoint(safe_read.strip_wrapper_prefixes(raw.content), embedded, raw.format, "bare", {})
 
-    obj = _torch_load(path, fmt)
-    state, container = _extract_state(obj, path)
-    bad = sorted(str(k) for k, v in state.items() if not isinstance(v, torch.Tensor))
-    if bad:
+    if found is None:
         raise LyraCheckpointError(
-            f"{path}: entries {_short(bad)} of '{container}' are not tensors; this is not a Lyra state dict."
+            f"{path} has top-level entries {_short(sorted(map(str, raw.content)))} but no 'model_state_dict' and is "
+            f"not a plain state dict. Use model.pt from AbstractPhil/vae-lyra."
         )
+    state, container = found
     meta: dict[str, Any] = {}
     embedded = None
     if container != "bare":
+        obj = raw.content
         for key in ("global_step", "epoch", "best_loss"):
             value = obj.get(key)
             if isinstance(value, torch.Tensor) and value.numel() == 1:
@@ -275,7 +172,7 @@ def read_checkpoint(path: str | os.PathLike[str]) -> RawCheckpoint:
         cfg = obj.get("config")
         if isinstance(cfg, Mapping):
             embedded = cfg
-    return RawCheckpoint(dict(state), embedded, fmt, container, meta)
+    return RawCheckpoint(safe_read.strip_wrapper_prefixes(state), embedded, raw.format, container, meta)
 
 
 # --------------------------------------------------------------------------- config
@@ -333,18 +230,6 @@ def _short(items: list[str] | tuple[str, ...], limit: int = _LIST_LIMIT) -> str:
     return f"[{shown}{more}]"
 
 
-def _strip_wrappers(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    changed = True
-    while changed and state:
-        changed = False
-        for prefix in _WRAPPER_PREFIXES:
-            if all(k.startswith(prefix) for k in state):
-                state = {k[len(prefix):]: v for k, v in state.items()}
-                logger.debug("stripped key prefix %r", prefix)
-                changed = True
-    return state
-
-
 def _check_state(
     state: dict[str, torch.Tensor], model: LyraVAE, path: str, config_source: str
 ) -> tuple[dict[str, torch.Tensor], tuple[str, ...]]:
@@ -352,7 +237,7 @@ def _check_state(
     dropped = tuple(sorted(k for k in state if k.startswith(OPTIONAL_PREFIXES)))
     if dropped:
         logger.info(
-            "%s: ignoring %d unused tensors %s (training-loss only, SPEC §2)", path, len(dropped), _short(dropped, 4)
+            "%s: ignoring %d unused tensors %s (training-loss only)", path, len(dropped), _short(dropped, 4)
         )
         drop = set(dropped)
         state = {k: v for k, v in state.items() if k not in drop}
@@ -415,7 +300,7 @@ def load_lyra(
 
     Parameters are frozen (``requires_grad=False``). The stored
     ``fusion.modality_cantor_coords`` / ``fusion.modality_routes`` buffers are
-    loaded as-is (authoritative, SPEC §2 step 3). ``model.load_info`` is a
+    loaded as-is (authoritative: the author's inference uses them). ``model.load_info`` is a
     :class:`LyraLoadInfo` describing what was read.
 
     Raises :class:`LyraCheckpointError` (missing / truncated / corrupt file,
@@ -430,8 +315,7 @@ def load_lyra(
         logger.info("Lyra: trainer state %s", ", ".join(f"{k}={v}" for k, v in raw.meta.items()))
 
     model = LyraVAE(cfg)
-    state = _strip_wrappers(raw.state)
-    raw.state = {}
+    state, raw.state = raw.state, {}
     state, dropped = _check_state(state, model, path, source)
     try:
         model.load_state_dict(state, strict=True)

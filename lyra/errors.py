@@ -1,11 +1,13 @@
-"""Domain exceptions for the Lyra library (SPEC §2).
+"""Domain exceptions for the Lyra library (AbstractPhil/vae-lyra).
 
 Every message names the problem *and* the fix, so the node layer can show it
-to the user unchanged. All exceptions derive from :class:`LyraError`, which is a
-``ValueError`` so generic callers that expect bad-input errors still catch them.
+to the user unchanged. All exceptions derive from :class:`LyraError`, itself a
+:class:`lune.errors.LuneError` (a ``ValueError``): the pack has one error root.
 """
 
 from __future__ import annotations
+
+from ._lune import errors as _lune_errors
 
 __all__ = [
     "LyraError",
@@ -16,7 +18,7 @@ __all__ = [
 ]
 
 
-class LyraError(ValueError):
+class LyraError(_lune_errors.LuneError):
     """Base class of every error raised by :mod:`lyra`."""
 
 
@@ -34,7 +36,7 @@ class LyraCheckpointError(LyraError):
     shape mismatches)."""
 
 
-class LyraUnsafeFileError(LyraCheckpointError):
+class LyraUnsafeFileError(LyraCheckpointError, _lune_errors.UnsafeCheckpointError):
     """A pickle checkpoint asked to import or call something outside plain
     tensors/containers. ``torch.load(weights_only=True)`` refused it; nothing
     from the file was executed."""

@@ -80,7 +80,7 @@ def test_lune_loader_refuses(comfy_server, comfy_base, tiny_models, work, case_i
     name = place_model(comfy_base, "diffusion_models", path, f"hp_{case_id}{path.suffix}")
     entry = comfy_server.run(graphs.txt2img(name, clip_vae_from=tiny_models["single_file"], steps=1, prefix="hp"))
     message = _assert_refused(entry, "LuneModelLoader", None if fmt == "raw" else payload, marker,
-                              "nothing in it was executed")
+                              "nothing from the file was executed")
     print(f"\n[pickles] lune/{case_id}: {message}")
     _recover(comfy_server, tiny_models, seed=zlib.crc32(case_id.encode()) % 1000)
     assert not marker.exists()
@@ -91,7 +91,7 @@ def test_lune_clip_vae_from_refuses(comfy_server, comfy_base, tiny_models, work)
     path, marker = _hostile(work, "lune", "donor", "os_system", "nested_in_weights", "zip", "donor.ckpt")
     donor = place_model(comfy_base, "checkpoints", path, "hp_donor.ckpt")
     entry = comfy_server.run(graphs.txt2img(tiny_models["training_state"], clip_vae_from=donor, steps=1, prefix="hp"))
-    _assert_refused(entry, "LuneModelLoader", "os_system", marker, "nothing in it was executed")
+    _assert_refused(entry, "LuneModelLoader", "os_system", marker, "nothing from the file was executed")
     _recover(comfy_server, tiny_models, seed=11)
 
 
@@ -100,7 +100,7 @@ def test_convert_refuses_and_writes_nothing(comfy_server, comfy_base, tiny_model
     name = place_model(comfy_base, "diffusion_models", path.parent, "hp_convert_dir")
     entry = comfy_server.run({"1": {"class_type": "LuneConvertToSafetensors",
                                     "inputs": {"model_name": f"{name}/to_convert.pt"}}})
-    _assert_refused(entry, "LuneConvertToSafetensors", "subprocess", marker, "nothing in it was executed")
+    _assert_refused(entry, "LuneConvertToSafetensors", "subprocess", marker, "nothing from the file was executed")
     assert sorted(p.name for p in path.parent.iterdir()) == ["to_convert.pt"], "the converter left files behind"
     _recover(comfy_server, tiny_models, seed=12)
 

@@ -1,5 +1,5 @@
 """Soak: 50 sequential prompts in one ComfyUI server mixing the four formats, the three variants, Lyra, the
-sampler adapter, LuneShift and a pickle named .safetensors (the pack's ``lune-*`` temp-dir path). All succeed;
+sampler adapter, LuneShift and a pickle named .safetensors (read through an open file, no temp alias). All succeed;
 the server's RSS after a 10-prompt warm-up grows by at most 10 %; no temp files are left behind; every model
 file is untouched.
 
@@ -128,7 +128,7 @@ def test_soak_50_prompts(soak_base: Path):
         assert growth <= MAX_RSS_GROWTH, f"RSS grew {100 * growth:.1f} % after the warm-up"
 
         log = server.log_text()
-        assert "is really a PyTorch pickle" in log, "the renamed pickle did not take the temp-alias path"
+        assert "is really a PyTorch pickle" in log, "the renamed pickle was not sniffed as a pickle"
         assert "Exception during processing" not in log
         leftovers = _lune_temp_dirs(tmpdir)
         assert not leftovers, f"the pack left temp dirs behind: {leftovers}"

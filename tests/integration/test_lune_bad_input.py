@@ -59,7 +59,7 @@ def test_pickle_that_would_run_code_is_refused(comfy, comfy_base, tiny_models, t
     sd15_files.write_malicious_pt(path, marker)
     name = place_model(comfy_base, "diffusion_models", path)
     g = graphs.txt2img(name, clip_vae_from=tiny_models["single_file"])
-    _expect_error_then_recover(comfy, tiny_models, g, "refused", "nothing in it was executed")
+    _expect_error_then_recover(comfy, tiny_models, g, "refused", "nothing from the file was executed")
     assert not marker.exists(), "the pickle payload ran"
 
 

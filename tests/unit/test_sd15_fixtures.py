@@ -16,10 +16,10 @@ from typing import Iterator
 
 import pytest
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file
 
-from lune import unet_keys as uk
+from lune.architecture import unet_layout
 from testbed.fixtures import sd15_files as fx
 from testbed.comfy_path import comfy_available, import_comfy
 
@@ -42,18 +42,21 @@ def tiny(tmp_path_factory):
 
 
 def unets_from_every_format(f: fx.Sd15Fixture) -> Iterator[tuple[str, dict[str, torch.Tensor]]]:
-    """Each file read the way a loader would, brought to LDM keys (no prefix) and the fixture dtype; one at a
-    time so the full-size check holds a single extra UNet in memory."""
+    """Each file read directly (no pack code), brought to LDM keys (no prefix) and the fixture dtype; one at a
+    time so the full-size check holds a single extra UNet in memory. The UNet-only files of ``full`` carry the
+    diffusers names of ComfyUI's map; the end-to-end check through the loader is
+    tests/integration/test_lune_formats_full.py."""
     with safe_open(f.single_file, "pt") as h:
         yield "single_file", {k[len(fx.LDM_UNET_PREFIX):]: h.get_tensor(k)
                               for k in h.keys() if k.startswith(fx.LDM_UNET_PREFIX)}
-    config = json.loads(f.diffusers_config.read_text())
-    yield "diffusers", uk.diffusers_to_ldm(load_file(f.diffusers_unet), config)
-    yield "bare_unet", uk.diffusers_to_ldm(load_file(f.bare_unet))
+    to_ldm = {k: k for k in fx.ldm_unet_shapes(f.spec)} if f.unet_only_names == "ldm" else {
+        d: k for k, d in fx.diffusers_names(f.spec).items()}
+    yield "diffusers", {to_ldm[k]: v for k, v in load_file(f.diffusers_unet).items()}
+    yield "bare_unet", {to_ldm[k]: v for k, v in load_file(f.bare_unet).items()}
     state = torch.load(f.training_state, map_location="cpu", weights_only=True, mmap=True)
     student = strip(state["student"], f.student_prefix)
     assert all(v.dtype == torch.float32 for v in student.values())
-    yield "training_state", uk.diffusers_to_ldm({k: v.to(f.dtype) for k, v in student.items()})
+    yield "training_state", {to_ldm[k]: v.to(f.dtype) for k, v in student.items()}
 
 
 def assert_same_unet(f: fx.Sd15Fixture) -> None:
@@ -103,6 +106,15 @@ def test_single_file_contents(tiny):
     vae = {k for k in keys if k.startswith(fx.VAE_PREFIX)}
     assert fx.VAE_PREFIX + "taesd_decoder.1.weight" in vae and fx.VAE_PREFIX + "vae_scale" in vae
     assert len(keys) == len(clip) + len(vae) + 122
+
+
+def test_tiny_unet_only_files_use_ldm_names(tiny):
+    """Tiny diffusers-key UNets cannot load in ComfyUI (it recognises diffusers names only at full size)."""
+    assert tiny.unet_only_names == "ldm"
+    for path in (tiny.diffusers_unet, tiny.bare_unet):
+        assert unet_layout(load_file(path)) == "ldm"
+    student = torch.load(tiny.training_state, map_location="cpu", weights_only=True, mmap=True)["student"]
+    assert unet_layout(strip(student, tiny.student_prefix)) == "ldm"
 
 
 def test_diffusers_config_describes_weights(tiny):
@@ -195,7 +207,7 @@ def test_comfyui_loads_tiny_single_file_as_sd15(tiny):
 def test_truncated_and_empty(tiny, tmp_path):
     cut = fx.write_truncated_safetensors(tiny.bare_unet, tmp_path / "cut.safetensors", 1000)
     assert cut.stat().st_size == 1000
-    with pytest.raises(Exception):
+    with pytest.raises(SafetensorError):
         load_file(cut)
     assert fx.write_zero_byte(tmp_path / "empty.safetensors").stat().st_size == 0
     with pytest.raises(ValueError):
@@ -236,6 +248,8 @@ def test_malicious_pickle_is_refused_by_weights_only(tmp_path):
     (fx.write_inpaint_sd15_like, "diffusers", lambda sd: sd["conv_in.weight"].shape == (320, 9, 3, 3)),
 ])
 def test_foreign_unets(tmp_path, writer, style, check):
+    if style == "diffusers" and not comfy_available():
+        pytest.skip("diffusers names come from ComfyUI's map (COMFYUI_PATH)")
     sd = load_file(writer(tmp_path / "m.safetensors", style=style))
     assert check(sd)
 
@@ -243,7 +257,7 @@ def test_foreign_unets(tmp_path, writer, style, check):
 def test_flux_like(tmp_path):
     sd = load_file(fx.write_flux_like(tmp_path / "flux.safetensors"))
     assert sd["img_in.weight"].shape == (3072, 64) and any(k.startswith("double_blocks.0.") for k in sd)
-    assert not uk.is_ldm_unet(sd) and not uk.is_diffusers_unet(sd)
+    assert unet_layout(sd) is None
 
 
 # ------------------------------------------------------------------------------------------------- full size
@@ -256,7 +270,8 @@ def test_full_size_fixture(tmp_path):
     print(f"full fixture ready in {time.perf_counter() - started:.1f} s:",
           {n: p.stat().st_size for n, p in f.paths().items()})
     with safe_open(f.diffusers_unet, "pt") as h:
-        assert len(list(h.keys())) == 686
+        keys = set(h.keys())
+    assert len(keys) == 686 and unet_layout(keys) == "diffusers"
     assert_same_unet(f)
 
 
