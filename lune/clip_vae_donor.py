@@ -8,7 +8,7 @@ An SD1.5 single-file checkpoint (CompVis/LDM layout, as ComfyUI's CheckpointSave
     first_stage_model.*       the VAE
 
 safetensors files are read tensor by tensor (``safe_open(...).get_tensor``), so the UNet's bytes are never loaded.
-Pickles cannot be read partially: they are loaded safely (``lune.formats.read_torch_pickle``: weights only,
+Pickles cannot be read partially: they are loaded safely (``lune.safe_read.load_pickle``: weights only,
 memory-mapped when zipped) and everything but CLIP and VAE is dropped at once.
 """
 from __future__ import annotations
@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from . import formats
+from . import safe_read
 from .errors import LuneFormatError, MissingComponentError, UnsupportedModelError
 
 log = logging.getLogger("lune")
@@ -42,9 +42,9 @@ def read_clip_vae(path: str) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     Raises MissingComponentError when CLIP or VAE is absent (UNet-only files) and UnsupportedModelError when the
     text encoder is not SD1.5's CLIP-L (SD2's OpenCLIP, SDXL's ``conditioner.*``).
     """
-    kind = formats.sniff(path)
-    if kind == "safetensors":
-        formats.read_safetensors_header(path)  # refuses truncated or corrupt files with the fix
+    kind = safe_read.sniff(path)
+    if kind == safe_read.SAFETENSORS:
+        safe_read.read_safetensors_header(path)  # refuses truncated or corrupt files with the fix
         sd, all_keys, metadata = _read_safetensors_subset(path)
     else:
         sd, all_keys = _read_pickle_subset(path, kind)
@@ -68,7 +68,7 @@ def _read_safetensors_subset(path: str) -> tuple[dict[str, torch.Tensor], list[s
 
 
 def _read_pickle_subset(path: str, kind: str) -> tuple[dict[str, torch.Tensor], list[str]]:
-    obj = formats.read_torch_pickle(path, kind)
+    obj = safe_read.load_pickle(path, kind)
     if isinstance(obj, Mapping) and isinstance(obj.get("state_dict"), Mapping):  # Lightning-style .ckpt
         obj = obj["state_dict"]
     if not isinstance(obj, Mapping):

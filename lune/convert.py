@@ -18,7 +18,7 @@ import torch
 
 from .errors import LuneError
 from .formats import read_checkpoint
-from .variants import detect_variant, get_variant
+from .variants import UNNAMED, VARIANT_METADATA_KEY, detect_variant, get_variant
 
 log = logging.getLogger("lune")
 
@@ -62,11 +62,13 @@ def publish_without_overwrite(tmp: str, dst: str) -> None:
 
 
 def convert_to_safetensors(src: str, dst: str | None = None, dtype: torch.dtype | None = None,
-                           variant: str | None = AUTO) -> str:
+                           variant: str | None = AUTO, listed_name: str | None = None) -> str:
     """Write the UNet of ``src`` to ``dst`` (default ``<src stem>.unet.safetensors``); returns ``dst``.
 
     ``variant``: a variant name to record, ``"auto"`` to record the one the loader's auto mode picks for ``src``
-    (so the converted file loads as its source did), or None to record none.
+    (so the converted file loads as its source did; nothing is recorded when auto finds no name), or None to
+    record none. ``listed_name`` is ``src`` relative to its models folder (what auto mode reads); default: the
+    file name alone.
     """
     import safetensors.torch
 
@@ -76,11 +78,12 @@ def convert_to_safetensors(src: str, dst: str | None = None, dtype: torch.dtype 
     ckpt = read_checkpoint(src)
     metadata = {"lune.source_file": os.path.basename(src), "lune.source_format": ckpt.layout}
     if variant == AUTO:
-        chosen, reason = detect_variant(src, ckpt.metadata)
+        chosen, reason = detect_variant(listed_name or os.path.basename(src), ckpt.metadata)
         log.info("convert: %s is variant %s (%s)", os.path.basename(src), chosen.name, reason)
-        metadata["lune.variant"] = chosen.name
+        if chosen is not UNNAMED:
+            metadata[VARIANT_METADATA_KEY] = chosen.name
     elif variant is not None:
-        metadata["lune.variant"] = get_variant(variant).name
+        metadata[VARIANT_METADATA_KEY] = get_variant(variant).name
     unet = {k: (v.to(dtype) if dtype else v).contiguous() for k, v in ckpt.unet.items()}
     del ckpt
     fd, tmp = tempfile.mkstemp(prefix=".lune-convert-", suffix=".tmp", dir=os.path.dirname(os.path.abspath(dst)))

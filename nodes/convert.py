@@ -35,5 +35,5 @@ class LuneConvertToSafetensors:
         dst = default_output_path(src)
         if os.path.exists(dst):
             return {"ui": {"text": [f"already converted: {dst}"]}, "result": (dst,)}
-        out = convert_to_safetensors(src, dst, variant=variant)
+        out = convert_to_safetensors(src, dst, variant=variant, listed_name=model_name)
         return {"ui": {"text": [out]}, "result": (out,)}

@@ -14,7 +14,7 @@ import pytest
 
 # ComfyUI's repository has a top-level ``tests`` package of its own, and the in-process ComfyUI puts its root first
 # on sys.path (pytest_configure below). Import this repository's ``tests`` first, so ``tests.numerics`` and
-# ``tests.fixtures`` keep resolving here for every test module collected after that.
+# ``tests.*`` helpers keep resolving here for every test module collected after that.
 import tests.numerics  # noqa: F401
 from testbed.env import make_base_dir, place_model
 
