@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from . import paths, sampler
 from .convert import LuneConvertToSafetensors
+from .discrete_schedule import LuneDiscreteSchedule
 from .latent import LuneLatentMultiply
 from .loader import LuneModelLoader
 from .lyra import LyraEncode, LyraLoader
@@ -17,6 +18,7 @@ NODE_CLASS_MAPPINGS = {
     "LuneConvertToSafetensors": LuneConvertToSafetensors,
     "LyraLoader": LyraLoader,
     "LyraEncode": LyraEncode,
+    "LuneDiscreteSchedule": LuneDiscreteSchedule,
 }
 NODE_DISPLAY_NAME_MAPPINGS = {
     "LuneModelLoader": "Load Lune Model",
@@ -26,6 +28,7 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "LuneConvertToSafetensors": "Lune Convert to Safetensors",
     "LyraLoader": "Load Lyra (CLIP+T5 fusion)",
     "LyraEncode": "Lyra Encode (CLIP-L + T5)",
+    "LuneDiscreteSchedule": "Lune Discrete Schedule (betas · v-pred · ZTSNR)",
 }
 
 
