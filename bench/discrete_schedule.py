@@ -82,7 +82,8 @@ def main(argv=None) -> int:
         f"Machine: {machine_line()}. Command: `python -m bench.discrete_schedule --fixture {args.fixture} "
         f"--size {args.size}`. 1 warm-up + median of {REPEATS[args.fixture]}, alternating.", "",
         "| path | s / step | UNet calls (8 steps) |", "|---|---|---|",
-        f"| pack (Lune Discrete Schedule v_prediction 0.00085→0.012 ZTSNR + euler/simple) | {p:.4f} | {counts['pack']} |",
+        f"| pack (Lune Discrete Schedule v_prediction 0.00085→0.012 ZTSNR + euler/simple) | {p:.4f} "
+        f"| {counts['pack']} |",
         f"| stock (ModelSamplingDiscrete v_prediction zsnr + euler/simple) | {s:.4f} | {counts['stock']} |", "",
         f"Time ratio pack/stock: {p / s:.3f} (target ≤ {TARGET}: {verdict}). Max |Δ latent| between the two paths: "
         f"{diff:.2e} of max |latent| {scale:.2f} (same σ table up to float32 rounding).", ""])
