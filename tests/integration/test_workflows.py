@@ -70,6 +70,11 @@ def server(tmp_path_factory, tiny_sd15):
         lyra_files.write_config_json(folder / "config.json")
         fixtures["lyra"] = place_model(base, "lyra", folder, "lyra_test")
         fixtures["t5"] = place_model(base, "text_encoders", build_t5_base(), "t5_base_random.safetensors")
+    if _uses("LuneDiscreteSchedule"):  # sdxl_vpred_ztsnr: stock Load Checkpoint on the random-weight SDXL file
+        from testbed.fixtures.sdxl_files import build_sdxl_fixture
+
+        sdxl = build_sdxl_fixture(None).single_file
+        fixtures["sdxl"] = place_model(base, "checkpoints", sdxl, "sdxl_tiny.safetensors")
     srv = ComfyServer(base)
     try:
         srv.wait_ready()
@@ -216,6 +221,8 @@ def api_prompt(server, name: str) -> dict:
         elif cls == "LyraLoader":
             inputs["lyra_name"] = next(o for o in info[cls]["input"]["required"]["lyra_name"][0]
                                        if o.startswith(fx["lyra"]))
+        elif cls == "CheckpointLoaderSimple" and inputs["ckpt_name"] == build_workflows.SQCU_CHECKPOINT:
+            inputs["ckpt_name"] = fx["sdxl"]
         elif cls == "CLIPLoader" and "t5" in fx:
             inputs["clip_name"] = fx["t5"]
         inputs.update(SHRINK.get(cls, {}))
