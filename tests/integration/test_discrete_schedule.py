@@ -242,3 +242,20 @@ def test_bad_prediction_and_label_shift_are_refused(node_map, stock):
         patch(node_map, stock[0], prediction="x0")
     with pytest.raises(ValueError, match="timestep_label_shift"):
         patch(node_map, stock[0], label_shift=-1.0)
+
+
+def test_sd2_v_prediction_model_is_patched(node_map, stock):
+    """An SD2-768-style MODEL (ComfyUI's SD20 config, context 1024, loaded as V_PREDICTION; tiny UNet, weights
+    left uninitialised by ComfyUI's ops, so only the sampling object is checked)."""
+    import comfy.model_base
+    import comfy.model_patcher
+    import comfy.model_sampling as ms
+    import comfy.supported_models
+
+    unet_config = dict(stock[0].model.model_config.unet_config, context_dim=1024, use_linear_in_transformer=True)
+    base = comfy.model_base.BaseModel(comfy.supported_models.SD20(unet_config), comfy.model_base.ModelType.V_PREDICTION)
+    sd2 = comfy.model_patcher.ModelPatcher(base, load_device=torch.device("cpu"), offload_device=torch.device("cpu"))
+    sampling = patch(node_map, sd2, beta_end=0.012, zero_terminal_snr=False).get_model_object("model_sampling")
+    assert isinstance(sampling, ms.V_PREDICTION) and float(sampling.sigma_max) == pytest.approx(14.6146, rel=1e-5)
+    assert sampling.timestep(sampling.sigma_max.reshape(1)).item() == T - 1
+    assert type(sd2.model.model_config).__name__ == "SD20" and "model_sampling" not in sd2.object_patches
