@@ -58,17 +58,19 @@ def test_sdxl_checkpoint_through_the_node_end_to_end(comfy, sdxl_name):
 def test_sdxl_v_pred_ztsnr_keys_are_reported_and_table_is_right(comfy, sdxl_name, caplog):
     """A file carrying ComfyUI's ``v_pred`` and ``ztsnr`` keys loads as V_PREDICTION + zsnr; the node says so and
     installs the strictly increasing table (ComfyUI's own zsnr table at these betas would not be)."""
-    import comfy.model_sampling as ms
-    import comfy.sd
-    import comfy.utils
+    node = comfy.nodes.NODE_CLASS_MAPPINGS["LuneDiscreteSchedule"]()
+    from comfy import model_sampling as ms
+    from comfy.sd import load_state_dict_guess_config
+    from safetensors import safe_open
+
     import folder_paths
 
-    sd = comfy.utils.load_torch_file(folder_paths.get_full_path("checkpoints", sdxl_name))
+    with safe_open(folder_paths.get_full_path("checkpoints", sdxl_name), "pt") as handle:  # UNet keys only
+        sd = {k: handle.get_tensor(k) for k in handle.keys() if k.startswith("model.diffusion_model.")}
     sd["v_pred"], sd["ztsnr"] = torch.tensor([]), torch.tensor([])
-    model = comfy.sd.load_state_dict_guess_config(sd, output_vae=False, output_clip=False)[0]
+    model = load_state_dict_guess_config(sd, output_vae=False, output_clip=False)[0]
     del sd
     assert type(model.model.model_config).__name__ == "SDXL"
-    node = comfy.nodes.NODE_CLASS_MAPPINGS["LuneDiscreteSchedule"]()
     with caplog.at_level(logging.INFO, logger="lune"):
         patched = node.patch(model, **SQCU)[0]
     messages = [r.getMessage() for r in caplog.records]
