@@ -228,6 +228,23 @@ def test_bad_betas_fail_with_the_fix_and_next_prompt_runs(comfy, tiny_models, se
     assert comfy.output_files(good)[0].is_file()
 
 
+@pytest.mark.parametrize("name, value, needles", [
+    ("beta_end", 0.06, ("above 0.05", "model card")),
+    ("beta_start", -0.001, ("positive", "0.00085")),
+    ("beta_end", float("nan"), ("positive", "0.012")),
+])
+def test_values_arriving_through_a_link_skip_widget_limits_and_are_refused_by_the_node(comfy, tiny_models, name,
+                                                                                     value, needles):
+    g = graph(tiny_models["single_file"], "discrete_link")
+    g["p"] = {"class_type": "PrimitiveFloat", "inputs": {"value": value}}
+    g["2"]["inputs"][name] = ["p", 0]
+    bad = comfy.run(g)
+    assert not bad.ok and bad.error and bad.error.get("node_type") == "LuneDiscreteSchedule", bad.error_message()
+    for needle in needles:
+        assert needle in bad.error_message(), bad.error_message()
+    assert comfy.run(graph(tiny_models["single_file"], "discrete_good")).ok
+
+
 @pytest.mark.parametrize("model_type", ["FLOW", "FLUX", "EDM", "V_PREDICTION_EDM"])
 def test_non_discrete_models_are_refused(comfy, node_map, stock, model_type):
     """A Flux/SD3-style MODEL (model_type FLOW/FLUX) or an EDM one is not a discrete-schedule network."""
