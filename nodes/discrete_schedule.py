@@ -89,7 +89,8 @@ def report(model, prediction: str, zero_terminal_snr: bool) -> None:
                 " (rectified flow: use this node only if the weights are really discrete-schedule)"
                 if level == logging.WARNING else "")
     if loaded_prediction == "V_PREDICTION" and prediction == "eps":
-        log.warning("Lune Discrete Schedule: the file says v-prediction (v_pred key) but prediction is set to eps.")
+        log.warning("Lune Discrete Schedule: ComfyUI loaded this MODEL as v-prediction (a v_pred key in the file, or "
+                    "its SD2 detection) but prediction is set to eps.")
     if loaded_zsnr and not zero_terminal_snr:
         log.warning("Lune Discrete Schedule: the file says zero terminal SNR (ztsnr key) but zero_terminal_snr is off.")
 
@@ -151,10 +152,9 @@ class LuneDiscreteSchedule:
 
     def patch(self, model, prediction, beta_schedule, beta_start, beta_end, zero_terminal_snr,
               timestep_label_shift=0.0):
-        require_discrete(model)
-        report(model, prediction, zero_terminal_snr)
         patched = install_discrete_schedule(model, prediction, beta_schedule, beta_start, beta_end,
                                             zero_terminal_snr, timestep_label_shift)
+        report(model, prediction, zero_terminal_snr)
         sampling = current_sampling(patched)
         log.info("Lune Discrete Schedule: %s, %s (ComfyUI '%s') %g → %g, zero terminal SNR %s: σ %.4g … %.6g%s.",
                  prediction, beta_schedule, COMFY_NAMES[beta_schedule], beta_start, beta_end,
