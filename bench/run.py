@@ -10,7 +10,8 @@ import sys
 
 from .common import PACK_DIR
 
-BENCHES = ("bench.startup", "bench.load", "bench.pt_load", "bench.sampling", "bench.lyra_encode", "bench.handoff")
+BENCHES = ("bench.startup", "bench.load", "bench.pt_load", "bench.sampling", "bench.lyra_encode", "bench.handoff",
+           "bench.discrete_schedule")
 
 
 def main() -> int:

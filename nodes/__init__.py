@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from . import paths, sampler
 from .convert import LuneConvertToSafetensors
+from .discrete_schedule import LuneDiscreteSchedule
 from .handoff import LuneLatentHandoff
 from .latent import LuneLatentMultiply
 from .loader import LuneModelLoader
@@ -19,6 +20,7 @@ NODE_CLASS_MAPPINGS = {
     "LuneConvertToSafetensors": LuneConvertToSafetensors,
     "LyraLoader": LyraLoader,
     "LyraEncode": LyraEncode,
+    "LuneDiscreteSchedule": LuneDiscreteSchedule,
 }
 NODE_DISPLAY_NAME_MAPPINGS = {
     "LuneModelLoader": "Load Lune Model",
@@ -29,6 +31,7 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "LuneConvertToSafetensors": "Lune Convert to Safetensors",
     "LyraLoader": "Load Lyra (CLIP+T5 fusion)",
     "LyraEncode": "Lyra Encode (CLIP-L + T5)",
+    "LuneDiscreteSchedule": "Lune Discrete Schedule (betas · v-pred · ZTSNR)",
 }
 
 

@@ -391,6 +391,51 @@ def lune_to_sdxl_refine(seed=42, denoise=0.4,
     return g.to_json()
 
 
+# The SQCU repository's weight file name is not verified: the user places the checkpoint (no download offered).
+SQCU_CHECKPOINT = "sd_xl_base_1.0_0.9_16bit_vpred_sqcusnr.safetensors"
+NOTE_DISCRETE = """SDXL v-prediction + zero terminal SNR (SQCU/sd_xl_base_1.0_0.9_16bit_vpred_sqcusnr).
+
+That model was retrained on a schedule ComfyUI cannot know from the file:
+v-prediction, scaled_linear betas 0.00085 -> 0.024 (stock: 0.012), rescaled to zero terminal SNR.
+Lune Discrete Schedule sets exactly that on the MODEL; the stock ModelSamplingDiscrete node has no beta inputs.
+1. Put the checkpoint in models/checkpoints; Load Checkpoint as usual (CLIP and VAE from the file).
+2. Lune Discrete Schedule: v_prediction, scaled_linear, 0.00085, 0.024, zero_terminal_snr on
+   (the log says what the file was loaded as). timestep_label_shift stays 0.
+3. KSampler: euler + simple (= diffusers 'trailing' spacing: the first step is pure noise), 25 steps.
+   CFG 5; if colours burn, lower it or add RescaleCFG (0.7) before the KSampler (Lin et al. 2023).
+   Avoid heun/dpm2: samplers that lean on sigma_max are reported to collapse on ZTSNR schedules.
+4. For other retrained models use the betas of their model card; zero_terminal_snr ONLY if trained with it."""
+
+
+def sdxl_vpred_ztsnr(checkpoint=SQCU_CHECKPOINT, steps=25, cfg=5.0, size=1024, seed=42,
+                     positive="a watercolor painting of a lighthouse on a cliff at dusk, soft light") -> dict:
+    """Stock Load Checkpoint → Lune Discrete Schedule (SQCU settings) → KSampler → VAE Decode → Save Image."""
+    g = UiGraph()
+    _read_me(g, NOTE_DISCRETE, notes_zh.NOTE_DISCRETE_ZH)
+    ckpt = g.add("CheckpointLoaderSimple", [checkpoint], pos=(20, 380), size=(420, 100),
+                 outputs=[("MODEL", "MODEL"), ("CLIP", "CLIP"), ("VAE", "VAE")])
+    sched = g.add("LuneDiscreteSchedule", ["v_prediction", "scaled_linear", 0.00085, 0.024, True, 0.0],
+                  pos=(20, 510), size=(420, 200), inputs=[("model", "MODEL")], outputs=[("MODEL", "MODEL")],
+                  color=LUNE_COLOR)
+    pos_ = g.add("CLIPTextEncode", [positive], pos=(470, 20), size=(400, 160), title="Positive",
+                 inputs=[("clip", "CLIP")], outputs=[("CONDITIONING", "CONDITIONING")])
+    neg = g.add("CLIPTextEncode", [""], pos=(470, 210), size=(400, 120), title="Negative",
+                inputs=[("clip", "CLIP")], outputs=[("CONDITIONING", "CONDITIONING")])
+    latent = g.add("EmptyLatentImage", [size, size, 1], pos=(470, 360), size=(320, 110),
+                   outputs=[("LATENT", "LATENT")])
+    ks = _ksampler(g, sched, pos_, neg, latent, [seed, "fixed", steps, cfg, "euler", "simple", 1.0])
+    dec = g.add("VAEDecode", [], pos=(1250, 20), size=(220, 50), inputs=[("samples", "LATENT"), ("vae", "VAE")],
+                outputs=[("IMAGE", "IMAGE")])
+    save = g.add("SaveImage", ["sdxl_vpred_ztsnr"], pos=(1250, 110), size=(400, 420), inputs=[("images", "IMAGE")])
+    g.connect(ckpt, 0, sched, "model")
+    g.connect(ckpt, 1, pos_, "clip")
+    g.connect(ckpt, 1, neg, "clip")
+    g.connect(ks, 0, dec, "samples")
+    g.connect(ckpt, 2, dec, "vae")
+    g.connect(dec, 0, save, "images")
+    return g.to_json()
+
+
 WORKFLOWS = {
     "lune_txt2img": lune_txt2img,
     "lune_flux_txt2img": lune_flux_txt2img,
@@ -402,6 +447,7 @@ WORKFLOWS = {
     "instaflow_txt2img": instaflow_txt2img,
     "sdxl_to_lune_refine": sdxl_to_lune_refine,
     "lune_to_sdxl_refine": lune_to_sdxl_refine,
+    "sdxl_vpred_ztsnr": sdxl_vpred_ztsnr,
 }
 DEFAULT_WORKFLOW = "lune_txt2img"
 

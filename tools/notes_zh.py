@@ -97,3 +97,16 @@ NOTE_LUNE_TO_SDXL_ZH = """Lune 负责构图，SDXL 负责细化：用“Lune 潜
 3. Lune 潜空间交接：用 Lune 的 VAE 解码，scale 2.0（512 -> 1024 像素，SDXL 的尺寸；总是 8 的倍数），
    再用 SDXL 检查点的 VAE 编码。
 4. SDXL 的 KSampler 降噪 0.4（0.25 轻微，0.6 强烈），euler + normal，CFG 7；用 SDXL 的 VAE 解码。"""
+
+NOTE_DISCRETE_ZH = """SDXL v 预测 + 零终端信噪比（SQCU/sd_xl_base_1.0_0.9_16bit_vpred_sqcusnr）。
+
+这个模型被重新训练到 ComfyUI 无法从文件得知的调度上：
+v 预测，scaled_linear beta 0.00085 -> 0.024（原版 0.012），并重缩放为零终端信噪比（ZTSNR）。
+“Lune 离散调度”在模型上精确设置这些；原生 ModelSamplingDiscrete 节点没有 beta 输入。
+1. 把检查点放进 models/checkpoints；照常用“加载检查点”（CLIP 和 VAE 来自文件）。
+2. Lune 离散调度：v_prediction，scaled_linear，0.00085，0.024，zero_terminal_snr 开启
+   （日志会说明文件被加载成什么）。timestep_label_shift 保持 0。
+3. KSampler：euler + simple（= diffusers 的 'trailing' 间隔：第一步是纯噪声），25 步。
+   CFG 5；颜色过饱和就调低，或在 KSampler 前加 RescaleCFG（0.7）（Lin 等，2023）。
+   避免 heun/dpm2：据报告依赖 sigma_max 的采样器在 ZTSNR 调度上会崩坏。
+4. 其他重新训练的模型请用其模型卡上的 beta；只有训练时用了 ZTSNR 才开启 zero_terminal_snr。"""

@@ -47,6 +47,8 @@ def _schedule(workflow: dict) -> tuple[float, int, str]:
             label = "sol: no flow shift" if w[1] == "sol" else f"shift {s:g}"
             if w[1] == "sol":
                 s = 1.0
+        elif node["type"] == "LuneDiscreteSchedule":  # trailing timesteps are linear in t: the unshifted line
+            s, label = 1.0, f"t/T, {w[0]} beta_end {w[3]:g}{' ZTSNR' if w[4] else ''}"
         elif node["type"] in ("KSampler", "ClownsharKSampler_Beta"):
             steps = int(w[2] if node["type"] == "KSampler" else w[3])
         elif node["type"] == "LuneSamplerAdapter":

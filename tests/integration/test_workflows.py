@@ -142,8 +142,10 @@ MODEL_FOLDERS = {
 NOT_A_FILE = {"(from model file)"}
 # No verified file to point a download at: Sol's author publishes per-epoch training states with no fixed file name;
 # the InstaFlow repositories are 2023 diffusers folders whose weight file names are not verified.
+# The SQCU SDXL repository's weight file name is not verified either.
 NO_PUBLISHED_FILE = {("sol_txt2img", "sd15-flow-matching/sol.safetensors"),
-                     ("instaflow_txt2img", "instaflow_0_9B_from_sd_1_5/unet/diffusion_pytorch_model.safetensors")}
+                     ("instaflow_txt2img", "instaflow_0_9B_from_sd_1_5/unet/diffusion_pytorch_model.safetensors"),
+                     ("sdxl_vpred_ztsnr", build_workflows.SQCU_CHECKPOINT)}
 
 
 def model_file_values(wf: dict, info: dict):
