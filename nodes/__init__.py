@@ -5,7 +5,7 @@ from . import paths, sampler
 from .convert import LuneConvertToSafetensors
 from .latent import LuneLatentMultiply
 from .loader import LuneModelLoader
-from .lyra import LyraEncode, LyraLoader
+from .lyra_nodes import LyraEncode, LyraLoader
 from .sampler import LuneSamplerAdapter
 from .shift import LuneShift
 
