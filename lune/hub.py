@@ -62,10 +62,17 @@ def _progress_class(callback: ProgressCallback):
     from huggingface_hub.utils import tqdm as hf_tqdm
 
     class ForwardingTqdm(hf_tqdm):
+        """Counts the bytes itself: a disabled tqdm (HF_HUB_DISABLE_PROGRESS_BARS, no terminal) never advances ``n``."""
+
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.bytes_done = int(kwargs.get("initial") or 0)
+
         def update(self, n=1):
             out = super().update(n)
+            self.bytes_done += int(n or 0)
             if self.total:
-                callback(int(self.n), int(self.total))
+                callback(min(self.bytes_done, int(self.total)), int(self.total))
             return out
 
     return ForwardingTqdm
@@ -126,14 +133,15 @@ def run_polling(download: Callable[[], str], folders: list[str], total: int | No
     since = time.time() - 1.0  # file systems with coarse mtimes
     worker = threading.Thread(target=work, name="lune-hf-download", daemon=True)
     worker.start()
-    last = -1
+    last = 0
     if progress is not None and total:
         progress(0, total)
     while worker.is_alive():
         worker.join(POLL_SECONDS)
         if progress is None or not total:
             continue
-        done = min(incomplete_bytes(folders, since), total)
+        # never backwards: the partial file disappears when it is renamed into place
+        done = min(max(incomplete_bytes(folders, since), last), total)
         if done != last:
             progress(done, total)
             last = done
