@@ -269,6 +269,67 @@ def test_loader_restamps_replaced_file(comfy, names, lyra_folder):
     assert next(vae.parameters()).dtype == torch.float32 and not vae.training
 
 
+def test_loader_reloads_a_cp_p_replacement(comfy, comfy_base, lyra_folder, tmp_path):
+    """``cp -p new/model.pt models/lyra/...``: same size and mtime as the old file, so only inode/ctime tell.
+    The stamp (IS_CHANGED) must change, in place and by rename, and the reload must read the new weights."""
+    import shutil
+    import time
+
+    def weights(seed: int, where: str) -> Path:  # same name, same layout → same size, other values
+        path = tmp_path / where / "model.pt"
+        path.parent.mkdir()
+        lyra_files.write_trainer_pt(path, lyra_files.random_state_dict(seed=seed), optimizer=False)
+        return path
+
+    folder = tmp_path / "lyra_cpp"
+    folder.mkdir()
+    shutil.copy2(lyra_folder / "config.json", folder / "config.json")
+    shutil.move(weights(3, "orig"), folder / "model.pt")
+    new, third = weights(4, "new"), weights(5, "third")
+    name = place_model(comfy_base, "lyra", folder, "lyra_cpp") + "/model.pt"
+    cls = comfy.nodes.NODE_CLASS_MAPPINGS["LyraLoader"]
+    old = os.stat(folder / "model.pt")
+    assert new.stat().st_size == third.stat().st_size == old.st_size
+    first = cls().load(name, device="cpu")[0].model
+
+    def cp_p(src, dst):
+        shutil.copy2(src, dst)
+        os.utime(dst, ns=(old.st_atime_ns, old.st_mtime_ns))
+
+    before = cls.IS_CHANGED(name)
+    time.sleep(0.05)  # a replacement comes later than the original (and past the kernel's coarse ctime tick)
+    cp_p(new, folder / "model.pt")  # in place: same inode
+    st = os.stat(folder / "model.pt")
+    assert (st.st_size, st.st_mtime_ns, st.st_ino) == (old.st_size, old.st_mtime_ns, old.st_ino)
+    in_place = cls.IS_CHANGED(name)
+    assert in_place != before
+    second = cls().load(name, device="cpu")[0].model
+    assert not torch.equal(second.fc_mu.weight, first.fc_mu.weight), "the reload must read the replaced file"
+    cp_p(third, tmp_path / "staged.pt")  # by rename: a new inode
+    os.replace(tmp_path / "staged.pt", folder / "model.pt")
+    assert cls.IS_CHANGED(name) not in (before, in_place)
+
+
+def test_lyra_is_managed_by_comfyui_like_a_text_encoder(comfy, parts):
+    """LYRA is a ModelPatcher (load device = text-encoder device, offload device = text-encoder offload device):
+    Lyra Encode loads it through load_models_gpu, ComfyUI can unload it, and it encodes again afterwards, fp32."""
+    from comfy import model_management, model_patcher
+
+    _, _, lyra = parts
+    assert isinstance(lyra, model_patcher.ModelPatcher)
+    assert type(lyra.model).__name__ == "LyraVAE"
+    assert lyra.load_device == model_management.text_encoder_device()
+    assert lyra.offload_device == model_management.text_encoder_offload_device()
+    model_management.unload_all_models()
+    assert not any(m is lyra for m in model_management.loaded_models())
+    first = encode(comfy, parts, PROMPT)[0][0]
+    assert any(m is lyra for m in model_management.loaded_models()), "Lyra Encode must load LYRA via ComfyUI"
+    assert all(p.dtype == torch.float32 for p in lyra.model.parameters())
+    model_management.unload_all_models()
+    assert not any(m is lyra for m in model_management.loaded_models())
+    assert torch.equal(encode(comfy, parts, PROMPT)[0][0], first)
+
+
 # ------------------------------------------------------------------------------------------------ bad input
 
 def test_t5_xxl_is_refused_with_the_fix(comfy, names):
