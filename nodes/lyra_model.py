@@ -3,10 +3,11 @@
 Load Lyra returns ``comfy.model_patcher.ModelPatcher(LyraVAE, load_device, offload_device)`` — what ComfyUI's
 ``comfy/sd.py`` ``CLIP.__init__`` does for a text encoder: load device = ``text_encoder_device()`` (or the CPU when
 chosen), offload device = ``text_encoder_offload_device()``. Before every use Lyra Encode calls
-``comfy.model_management.load_models_gpu([patcher], force_full_load=True)`` (what ``CLIP.load_model`` does, fully
-loaded: 17 M parameters, and the fusion's own parameters — ``temperature``, ``modality_embeddings`` — live on a
-non-leaf module that ComfyUI's partial loader leaves where it is). ComfyUI then offloads Lyra when other models need
-the memory, as it does for every model. The weights stay fp32 (nothing here casts them).
+``comfy.model_management.load_models_gpu([patcher], force_full_load=True)``, as ``CLIP.load_model`` does with
+``load_model_gpu`` — but always a full load: Lyra is only 17 M parameters, and the fusion's own parameters
+(``temperature``, ``modality_embeddings``) sit on a non-leaf module, which ComfyUI's partial loader
+(``ModelPatcher._load_list``) never moves. ComfyUI then offloads Lyra when other models need the memory, as it does
+for every model. The weights stay fp32 (nothing here casts them).
 """
 from __future__ import annotations
 
