@@ -9,8 +9,9 @@ conditioning fed to the Lyra step is a random [1, 77, 768] tensor (the step's co
 
 Timed round-robin (one call of each step per round, so load from other processes hits all steps alike), each
 as the median of ``--runs`` rounds after two warm-up rounds:
-* **Lyra step** — ``nodes.lyra.lyra_transform`` (Lyra on chunk 0 + blend), ``mode=mean`` and ``mode=sample``;
-* **T5 (Lyra input)** — ``nodes.lyra.t5_hidden_states``: what Lyra Encode runs, 77 tokens;
+* **Lyra step** — ``lyra_model.ready`` (ComfyUI's ``load_models_gpu``, a no-op once loaded) +
+  ``lyra.transform_conditioning`` (Lyra on chunk 0 + blend), ``mode=mean`` and ``mode=sample``;
+* **T5 (Lyra input)** — ``nodes.lyra_inputs.t5_hidden_states``: what Lyra Encode runs, 77 tokens;
 * **T5 (stock)** — ComfyUI's own ``encode_from_tokens`` of the same prompt (pads to 128 tokens), for reference.
 """
 from __future__ import annotations
@@ -82,20 +83,23 @@ def main(argv: list[str] | None = None) -> str:
 
         nodes = comfy.nodes
         pack = sys.modules[nodes.NODE_CLASS_MAPPINGS["LyraEncode"].__module__]
-        vae = nodes.NODE_CLASS_MAPPINGS["LyraLoader"]().load("bench/model.pt", device="cpu")[0]
+        patcher = nodes.NODE_CLASS_MAPPINGS["LyraLoader"]().load("bench/model.pt", device="cpu")[0]
+        vae = pack.lyra_model.ready(patcher)  # what Lyra Encode does before the Lyra step
         t5 = nodes.CLIPLoader().load_clip(t5_name, type="stable_audio")[0]
         params = sum(p.numel() for p in vae.parameters())
 
         gen = torch.Generator().manual_seed(0)
         clip_cond = torch.randn(1, 77, 768, generator=gen)
-        t5_hidden = pack.t5_hidden_states(t5, PROMPT)
+        t5_hidden = pack.lyra_inputs.t5_hidden_states(t5, PROMPT)
         stock_tokens = t5.tokenize(PROMPT)
         stock_len = len(stock_tokens["t5base"][0])
 
         fns = {
-            "mean": lambda: pack.lyra_transform(vae, clip_cond, t5_hidden, mode="mean"),
-            "sample": lambda: pack.lyra_transform(vae, clip_cond, t5_hidden, mode="sample", seed=1),
-            "t5": lambda: pack.t5_hidden_states(t5, PROMPT),
+            "mean": lambda: pack.transform_conditioning(pack.lyra_model.ready(patcher), clip_cond, t5_hidden,
+                                                        mode="mean"),
+            "sample": lambda: pack.transform_conditioning(pack.lyra_model.ready(patcher), clip_cond, t5_hidden,
+                                                          mode="sample", seed=1),
+            "t5": lambda: pack.lyra_inputs.t5_hidden_states(t5, PROMPT),
             "t5_stock": lambda: t5.encode_from_tokens(stock_tokens),
         }
         with torch.inference_mode():

@@ -22,3 +22,7 @@ class UnsafeCheckpointError(LuneError):
 
 class MissingComponentError(LuneError):
     """A companion part (CLIP, VAE, config, the file itself) is missing."""
+
+
+class LuneBugError(LuneError):
+    """A programming error inside the pack (not the user's input, file or network); the message asks for a report."""

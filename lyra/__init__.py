@@ -12,7 +12,7 @@ from .cantor import CantorFusion, cantor_coordinate, cantor_coordinates, nearest
 from .checkpoint import LyraLoadInfo, load_lyra, read_checkpoint, resolve_checkpoint_path, save_lyra_safetensors
 from .config import LyraConfig
 from .errors import LyraCheckpointError, LyraConfigError, LyraError, LyraInputError, LyraUnsafeFileError
-from .fusion_apply import blend, transform_chunks
+from .fusion_apply import blend, transform_chunks, transform_conditioning
 from .model import MODES, LyraVAE
 from .text import fit_tokens, pad_or_truncate_ids, strip_prompt_weighting
 
@@ -39,4 +39,5 @@ __all__ = [
     "save_lyra_safetensors",
     "strip_prompt_weighting",
     "transform_chunks",
+    "transform_conditioning",
 ]

@@ -32,13 +32,16 @@ from .errors import LyraConfigError
 
 logger = logging.getLogger("lune.lyra")
 
-__all__ = ["LyraConfig", "SUPPORTED_MODALITIES", "SUPPORTED_FUSION"]
+__all__ = ["LyraConfig", "PUBLISHED_FILES", "PUBLISHED_REPO", "SUPPORTED_MODALITIES", "SUPPORTED_FUSION"]
 
 #: Modalities of the published v1 model. Their order in ``modality_dims``
 #: decides the row of ``fusion.modality_embeddings`` each one uses.
 SUPPORTED_MODALITIES = ("clip", "t5")
 #: The only fusion strategy whose weights layout this library implements.
 SUPPORTED_FUSION = "cantor"
+#: Where the published v1 weights live (huggingface.co/AbstractPhil/vae-lyra) and the files a loader needs there.
+PUBLISHED_REPO = "AbstractPhil/vae-lyra"
+PUBLISHED_FILES = ("config.json", "model.pt")
 
 _HINT = "Use the config.json that ships with AbstractPhil/vae-lyra (or pass no config to use the defaults)."
 

@@ -18,15 +18,18 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import torch
 
 from .errors import LyraInputError
 
+if TYPE_CHECKING:
+    from .model import LyraVAE
+
 logger = logging.getLogger("lune.lyra")
 
-__all__ = ["blend", "transform_chunks"]
+__all__ = ["blend", "transform_chunks", "transform_conditioning"]
 
 
 def blend(clip: torch.Tensor, recon: torch.Tensor, strength: float) -> torch.Tensor:
@@ -85,3 +88,35 @@ def transform_chunks(
     if total > chunk:
         logger.debug("long prompt: Lyra transforms chunk 0 of %d; the rest pass through", math.ceil(total / chunk))
     return torch.cat([out, clip_cond[:, chunk:]], dim=1)
+
+
+def transform_conditioning(
+    vae: "LyraVAE",
+    clip_cond: torch.Tensor,
+    t5_hidden: torch.Tensor,
+    mode: str = "mean",
+    seed: int = 0,
+    strength: float = 1.0,
+) -> torch.Tensor:
+    """SD1.5 conditioning through Lyra: ``blend(clip77, vae.reconstruct_modality({clip77, t5}, "clip"), strength)``
+    on chunk 0 of ``clip_cond`` ``[B, 77·k, 768]`` (:func:`transform_chunks`), later chunks unchanged.
+
+    ``t5_hidden`` is ``[1 or B, 77, 768]`` (one prompt's T5 states shared by a batch of CLIP rows). Lyra runs in
+    the module's device and dtype (fp32) without autograd; ``mode="sample"`` draws from a CPU generator seeded with
+    ``seed``, so a seed gives the same result on every device. The result has ``clip_cond``'s shape, dtype and
+    device (author's inference: lattice_vocabulary ``trainers/vae/lyra_inference.py`` feeds
+    ``reconstructions["clip"]`` to the UNet; the strength blend and chunk policy are this pack's, see above).
+    """
+    param = next(vae.parameters())
+    generator = torch.Generator(device="cpu").manual_seed(int(seed)) if mode == "sample" else None
+
+    def chunk0(clip77: torch.Tensor, t5_77: torch.Tensor) -> torch.Tensor:
+        if t5_77.shape[0] == 1 and clip77.shape[0] > 1:
+            t5_77 = t5_77.expand(clip77.shape[0], -1, -1)
+        inputs = {"clip": clip77.to(device=param.device, dtype=param.dtype),
+                  "t5": t5_77.to(device=param.device, dtype=param.dtype)}
+        with torch.no_grad():
+            recon = vae.reconstruct_modality(inputs, "clip", mode, generator)
+        return blend(clip77, recon, strength)
+
+    return transform_chunks(clip_cond, t5_hidden, chunk0, chunk=vae.config.seq_len)

@@ -7,7 +7,7 @@ from .discrete_schedule import LuneDiscreteSchedule
 from .handoff import LuneLatentHandoff
 from .latent import LuneLatentMultiply
 from .loader import LuneModelLoader
-from .lyra import LyraEncode, LyraLoader
+from .lyra_nodes import LyraEncode, LyraLoader
 from .sampler import LuneSamplerAdapter
 from .shift import LuneShift
 

@@ -9,13 +9,14 @@ import comfy.supported_models
 import comfy.utils
 import folder_paths
 
-from ..lune import formats, hub
+from ..lune import formats
 from ..lune.clip_vae_donor import read_clip_vae
 from ..lune.errors import MissingComponentError, UnsupportedModelError
 from ..lune.pipeline_folder import variant_from_pipeline_folder
+from ..lune.stamps import file_stamp
 from ..lune.variants import (FLOW, SHIFT_FROM_VARIANT, SHIFT_MAX, UNNAMED, VARIANT_NAMES, VARIANTS, check_flow_shift,
                              detect_variant, effective_shift, get_variant)
-from . import paths
+from . import downloads, paths
 from .sampling_patches import install_variant
 
 log = logging.getLogger("lune")
@@ -33,17 +34,19 @@ def _shift_tooltip() -> str:
             f"({defaults}); any other value overrides it. Higher spends more steps at high noise. Ignored for sol.")
 
 
+def _download_variant(repo: str):
+    variant = next((v for v in map(get_variant, VARIANT_NAMES) if v.hf_repo == repo), None)
+    if variant is None or not variant.hf_unet_file:
+        raise MissingComponentError(f"no known file to download for {repo}")
+    return variant
+
+
 def _resolve(model_name: str) -> tuple[str, str | None]:
     """(local path, variant implied by a download entry or None)."""
-    if model_name.startswith(paths.DOWNLOAD_PREFIX):
-        repo = model_name[len(paths.DOWNLOAD_PREFIX):]
-        variant = next((v for v in map(get_variant, VARIANT_NAMES) if v.hf_repo == repo), None)
-        if variant is None or not variant.hf_unet_file:
-            raise MissingComponentError(f"no known file to download for {repo}")
-        bar = comfy.utils.ProgressBar(100)
-        path = hub.fetch(repo, variant.hf_unet_file, paths.download_root(repo),
-                         progress=lambda done, total: bar.update_absolute(int(100 * done / max(total, 1)), 100))
-        return path, variant.name
+    repo = paths.entry_repo(model_name)
+    if repo is not None:
+        variant = _download_variant(repo)
+        return downloads.fetch(repo, [variant.hf_unet_file])[0], variant.name
     path = paths.resolve_model(model_name)
     if path is None:
         raise MissingComponentError(f"model file {model_name!r} was not found in models/checkpoints or "
@@ -51,15 +54,16 @@ def _resolve(model_name: str) -> tuple[str, str | None]:
     return path, None
 
 
-def _file_stamp(path: str) -> str:
-    """Changes whenever the file (or its config.json) is replaced: size, mtime, and inode + ctime, because a
-    copy that keeps size and mtime (``cp -p``, ``rsync -t``, an atomic rename of such a copy) must reload too."""
-    parts = []
-    for p in (path, os.path.join(os.path.dirname(path), "config.json")):
-        if os.path.exists(p):
-            st = os.stat(p)
-            parts.append(f"{p}:{st.st_size}:{st.st_mtime_ns}:{st.st_dev}:{st.st_ino}:{st.st_ctime_ns}")
-    return "|".join(parts)
+def _model_stamp(model_name: str) -> str:
+    """Reload stamp of the model file and the config.json beside it (diffusers ``unet/`` folders)."""
+    repo = paths.entry_repo(model_name)
+    if repo is not None:
+        variant = next((v for v in map(get_variant, VARIANT_NAMES) if v.hf_repo == repo and v.hf_unet_file), None)
+        return downloads.stamp(repo, [variant.hf_unet_file]) if variant else model_name
+    path = paths.resolve_model(model_name)
+    if path is None:
+        return model_name
+    return file_stamp(path, os.path.join(os.path.dirname(path), "config.json"))
 
 
 def donor_path(checkpoint_name: str) -> str:
@@ -119,10 +123,8 @@ class LuneModelLoader:
 
     @classmethod
     def IS_CHANGED(cls, model_name, variant, shift, clip_vae_from):
-        path = paths.resolve_model(model_name) if not model_name.startswith(paths.DOWNLOAD_PREFIX) else None
         donor = folder_paths.get_full_path("checkpoints", clip_vae_from) if clip_vae_from != FROM_FILE else None
-        return (_file_stamp(path) if path else model_name, variant, shift,
-                _file_stamp(donor) if donor else clip_vae_from)
+        return (_model_stamp(model_name), variant, shift, file_stamp(donor) if donor else clip_vae_from)
 
     def load(self, model_name, variant, shift, clip_vae_from):
         if shift != SHIFT_FROM_VARIANT:

@@ -1,4 +1,4 @@
-"""Model folders and the loader's file list (ComfyUI's folder_paths glue)."""
+"""Model folders, the loaders' file lists and ``[download]`` entries (ComfyUI's folder_paths glue)."""
 from __future__ import annotations
 
 import os
@@ -6,9 +6,12 @@ import os
 import folder_paths
 
 from ..lune.variants import VARIANTS
+from ..lyra.config import PUBLISHED_REPO as LYRA_REPO
 
 MODEL_FOLDERS = ("checkpoints", "diffusion_models")
+DOWNLOADS_FOLDER = "diffusion_models"
 LYRA_FOLDER = "lyra"
+LYRA_WEIGHT_SUFFIXES = (".pt", ".pth", ".safetensors", ".ckpt", ".bin")
 DOWNLOAD_PREFIX = "[download] "
 
 
@@ -19,9 +22,31 @@ def register_folders() -> None:
     exts.update(folder_paths.supported_pt_extensions)
 
 
-def download_entries() -> list[str]:
-    return [f"{DOWNLOAD_PREFIX}{v.hf_repo}" for v in VARIANTS.values() if v.hf_unet_file]
+# ------------------------------------------------------------------------------------------------ [download] entries
 
+def download_entry(repo_id: str) -> str:
+    """The list entry that fetches ``repo_id`` from Hugging Face: ``"[download] owner/name"``."""
+    return f"{DOWNLOAD_PREFIX}{repo_id}"
+
+
+def entry_repo(name: str) -> str | None:
+    """The repo of a ``[download]`` entry, or None for a file name."""
+    return name[len(DOWNLOAD_PREFIX):] if name.startswith(DOWNLOAD_PREFIX) else None
+
+
+def download_root(repo_id: str, folder: str = DOWNLOADS_FOLDER) -> str:
+    """Where a downloaded repo lives: ``models/<folder>/<owner>_<name>/`` (listed by its loader afterwards).
+
+    Built from ``models_dir``, not the last registered path of the folder: ComfyUI's main.py appends
+    ``output/diffusion_models`` (for model-saving nodes) after ``models/diffusion_models``."""
+    return os.path.join(folder_paths.models_dir, folder, repo_id.replace("/", "_"))
+
+
+def download_entries() -> list[str]:
+    return [download_entry(v.hf_repo) for v in VARIANTS.values() if v.hf_unet_file]
+
+
+# ------------------------------------------------------------------------------------------------ Lune models
 
 def list_models() -> list[str]:
     """Files of models/checkpoints and models/diffusion_models (diffusers ``unet/`` files included), deduplicated,
@@ -43,9 +68,20 @@ def resolve_model(name: str) -> str | None:
     return None
 
 
-def download_root(repo_id: str) -> str:
-    """Where a downloaded repo lives: models/diffusion_models/<owner>_<name>/ (listed by the loader afterwards).
+# ------------------------------------------------------------------------------------------------ Lyra
 
-    Built from ``models_dir``, not the last registered diffusion_models path: ComfyUI's main.py appends
-    ``output/diffusion_models`` (for model-saving nodes) after ``models/diffusion_models``."""
-    return os.path.join(folder_paths.models_dir, "diffusion_models", repo_id.replace("/", "_"))
+def list_lyra() -> list[str]:
+    """Weight files in models/lyra (config.json beside them), then the Hugging Face download entry."""
+    names = [n for n in folder_paths.get_filename_list(LYRA_FOLDER) if n.lower().endswith(LYRA_WEIGHT_SUFFIXES)]
+    return names + [download_entry(LYRA_REPO)]
+
+
+def resolve_lyra(name: str) -> str | None:
+    """Absolute path of a listed Lyra weights file, or None."""
+    path = folder_paths.get_full_path(LYRA_FOLDER, name)
+    return path if path and os.path.isfile(path) else None
+
+
+def lyra_companions(weights: str) -> list[str]:
+    """The files the Lyra reader may take the config from: ``<stem>.json`` and ``config.json`` beside the weights."""
+    return [os.path.splitext(weights)[0] + ".json", os.path.join(os.path.dirname(weights), "config.json")]

@@ -44,8 +44,19 @@ def names(comfy, comfy_base, tiny_models, lyra_folder) -> dict:
 
 @pytest.fixture(scope="module")
 def pack(comfy):
-    """The pack's nodes/lyra.py module as ComfyUI imported it (same LyraVAE class as the loader returns)."""
+    """The pack's nodes/lyra_nodes.py module as ComfyUI imported it (same LyraVAE class as the loader returns)."""
     return sys.modules[comfy.nodes.NODE_CLASS_MAPPINGS["LyraEncode"].__module__]
+
+
+@pytest.fixture(scope="module")
+def inputs(pack):
+    """The pack's nodes/lyra_inputs.py (T5 tokens and states as Lyra Encode computes them)."""
+    return pack.lyra_inputs
+
+
+def transform(pack, lyra, *args, **kw):
+    """What Lyra Encode does with the loaded LYRA (a ModelPatcher around the LyraVAE) after the CLIP/T5 encodes."""
+    return pack.transform_conditioning(pack.lyra_model.ready(lyra), *args, **kw)
 
 
 @pytest.fixture(scope="module")
@@ -177,50 +188,50 @@ def _hf_t5_encoder():
     return model.eval()
 
 
-def test_t5_input_is_the_authors_77_token_t5_base_state(comfy, parts, pack):
+def test_t5_input_is_the_authors_77_token_t5_base_state(comfy, parts, inputs):
     """Lyra's T5 input = HF T5EncoderModel(**tokenizer(text, padding="max_length", max_length=77,
     truncation=True)).last_hidden_state, as in the author's lyra_inference.py (pads attention-masked, not zeroed)."""
     t5 = parts[1]
     model = _hf_t5_encoder()
     for text in ("a photo of a cat", "", LONG_PROMPT):
         enc = _hf_tokens(text)
-        assert pack.t5_token_ids(t5, text) == enc["input_ids"][0].tolist(), text
+        assert inputs.t5_token_ids(t5, text) == enc["input_ids"][0].tolist(), text
         with torch.no_grad():
             ref = model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"]).last_hidden_state
-        ours = pack.t5_hidden_states(t5, text)
+        ours = inputs.t5_hidden_states(t5, text)
         assert ours.shape == (1, 77, 768) and ours.dtype == torch.float32
         assert_close_rel(ours, ref, RTOL_FP32, what=f"T5 hidden states vs transformers ({text[:20]!r})")
         assert ours[0, -1].abs().sum() > 0, "pad positions must be real hidden states, not zeroed"
     # weighting syntax and embedding references never reach T5; escaped parentheses stay literal
-    weighted = pack.t5_token_ids(t5, "(a photo:1.3) of a \\(cat\\) embedding:foo")
+    weighted = inputs.t5_token_ids(t5, "(a photo:1.3) of a \\(cat\\) embedding:foo")
     assert weighted == _hf_tokens("a photo of a (cat)")["input_ids"][0].tolist()
 
 
-def test_strength_one_is_the_lyra_reconstruction(comfy, parts, pack, plain):
+def test_strength_one_is_the_lyra_reconstruction(comfy, parts, pack, inputs, plain):
     clip, t5, lyra = parts
     cond = plain(PROMPT)[0][0]
-    t5_hidden = pack.t5_hidden_states(t5, PROMPT)
+    t5_hidden = inputs.t5_hidden_states(t5, PROMPT)
     with torch.no_grad():
-        recon = lyra.reconstruct({"clip": cond.float(), "t5": t5_hidden}, mode="mean")["clip"]
+        recon = lyra.model.reconstruct({"clip": cond.float(), "t5": t5_hidden}, mode="mean")["clip"]
     ours = encode(comfy, parts, PROMPT, strength=1.0)
     assert torch.equal(ours[0][0], recon.to(cond.dtype))
     assert ours[0][0].dtype == cond.dtype and ours[0][0].device == cond.device
     assert not torch.equal(ours[0][0], cond)
     assert torch.equal(ours[0][1]["pooled_output"], plain(PROMPT)[0][1]["pooled_output"])
-    half = pack.lyra_transform(lyra, cond, t5_hidden, strength=0.5)
+    half = transform(pack, lyra, cond, t5_hidden, strength=0.5)
     assert_close_rel(half, cond + 0.5 * (recon - cond), RTOL_FP32, what="strength 0.5 blend")
 
 
-def test_mean_is_deterministic_sample_is_seeded(comfy, parts, pack, plain):
+def test_mean_is_deterministic_sample_is_seeded(comfy, parts, pack, inputs, plain):
     _, t5, lyra = parts
     cond = plain(PROMPT)[0][0]
-    t5_hidden = pack.t5_hidden_states(t5, PROMPT)
+    t5_hidden = inputs.t5_hidden_states(t5, PROMPT)
     a = encode(comfy, parts, mode="mean", seed=1)[0][0]
-    b = pack.lyra_transform(lyra, cond, t5_hidden, mode="mean", seed=2)
+    b = transform(pack, lyra, cond, t5_hidden, mode="mean", seed=2)
     assert torch.equal(a, b)
     s1 = encode(comfy, parts, mode="sample", seed=7)[0][0]
-    s1_again = pack.lyra_transform(lyra, cond, t5_hidden, mode="sample", seed=7)
-    s2 = pack.lyra_transform(lyra, cond, t5_hidden, mode="sample", seed=8)
+    s1_again = transform(pack, lyra, cond, t5_hidden, mode="sample", seed=7)
+    s2 = transform(pack, lyra, cond, t5_hidden, mode="sample", seed=8)
     assert torch.equal(s1, s1_again)
     assert not torch.equal(s1, s2) and not torch.equal(s1, a)
     assert torch.isfinite(s1).all()
@@ -235,17 +246,17 @@ def test_long_prompt_transforms_chunk_zero_only(comfy, parts, plain):
     assert not torch.equal(ours[:, :77], ref[:, :77])
 
 
-def test_empty_prompt_and_batches(comfy, parts, pack, plain):
+def test_empty_prompt_and_batches(comfy, parts, pack, inputs, plain):
     _, t5, lyra = parts
     empty = encode(comfy, parts, "")
     assert empty[0][0].shape == (1, 77, 768) and torch.isfinite(empty[0][0]).all()
     assert "pooled_output" in empty[0][1]
     # a batch of CLIP conditionings shares the T5 states and matches row-by-row processing
     c1, c2 = plain(PROMPT)[0][0], plain("")[0][0]
-    t5_hidden = pack.t5_hidden_states(t5, PROMPT)
-    both = pack.lyra_transform(lyra, torch.cat([c1, c2]), t5_hidden)
-    assert_close_rel(both[0:1], pack.lyra_transform(lyra, c1, t5_hidden), RTOL_FP32, what="batch row 0 vs alone")
-    assert_close_rel(both[1:2], pack.lyra_transform(lyra, c2, t5_hidden), RTOL_FP32, what="batch row 1 vs alone")
+    t5_hidden = inputs.t5_hidden_states(t5, PROMPT)
+    both = transform(pack, lyra, torch.cat([c1, c2]), t5_hidden)
+    assert_close_rel(both[0:1], transform(pack, lyra, c1, t5_hidden), RTOL_FP32, what="batch row 0 vs alone")
+    assert_close_rel(both[1:2], transform(pack, lyra, c2, t5_hidden), RTOL_FP32, what="batch row 1 vs alone")
 
 
 def test_loader_restamps_replaced_file(comfy, names, lyra_folder):
@@ -255,8 +266,69 @@ def test_loader_restamps_replaced_file(comfy, names, lyra_folder):
     st = os.stat(lyra_folder / "config.json")
     os.utime(lyra_folder / "config.json", ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))
     assert cls.IS_CHANGED(LYRA_NAME) != before
-    vae = cls().load(LYRA_NAME, device="cpu")[0]
+    vae = cls().load(LYRA_NAME, device="cpu")[0].model
     assert next(vae.parameters()).dtype == torch.float32 and not vae.training
+
+
+def test_loader_reloads_a_cp_p_replacement(comfy, comfy_base, lyra_folder, tmp_path):
+    """``cp -p new/model.pt models/lyra/...``: same size and mtime as the old file, so only inode/ctime tell.
+    The stamp (IS_CHANGED) must change, in place and by rename, and the reload must read the new weights."""
+    import shutil
+    import time
+
+    def weights(seed: int, where: str) -> Path:  # same name, same layout → same size, other values
+        path = tmp_path / where / "model.pt"
+        path.parent.mkdir()
+        lyra_files.write_trainer_pt(path, lyra_files.random_state_dict(seed=seed), optimizer=False)
+        return path
+
+    folder = tmp_path / "lyra_cpp"
+    folder.mkdir()
+    shutil.copy2(lyra_folder / "config.json", folder / "config.json")
+    shutil.move(weights(3, "orig"), folder / "model.pt")
+    new, third = weights(4, "new"), weights(5, "third")
+    name = place_model(comfy_base, "lyra", folder, "lyra_cpp") + "/model.pt"
+    cls = comfy.nodes.NODE_CLASS_MAPPINGS["LyraLoader"]
+    old = os.stat(folder / "model.pt")
+    assert new.stat().st_size == third.stat().st_size == old.st_size
+    first = cls().load(name, device="cpu")[0].model
+
+    def cp_p(src, dst):
+        shutil.copy2(src, dst)
+        os.utime(dst, ns=(old.st_atime_ns, old.st_mtime_ns))
+
+    before = cls.IS_CHANGED(name)
+    time.sleep(0.05)  # a replacement comes later than the original (and past the kernel's coarse ctime tick)
+    cp_p(new, folder / "model.pt")  # in place: same inode
+    st = os.stat(folder / "model.pt")
+    assert (st.st_size, st.st_mtime_ns, st.st_ino) == (old.st_size, old.st_mtime_ns, old.st_ino)
+    in_place = cls.IS_CHANGED(name)
+    assert in_place != before
+    second = cls().load(name, device="cpu")[0].model
+    assert not torch.equal(second.fc_mu.weight, first.fc_mu.weight), "the reload must read the replaced file"
+    cp_p(third, tmp_path / "staged.pt")  # by rename: a new inode
+    os.replace(tmp_path / "staged.pt", folder / "model.pt")
+    assert cls.IS_CHANGED(name) not in (before, in_place)
+
+
+def test_lyra_is_managed_by_comfyui_like_a_text_encoder(comfy, parts):
+    """LYRA is a ModelPatcher (load device = text-encoder device, offload device = text-encoder offload device):
+    Lyra Encode loads it through load_models_gpu, ComfyUI can unload it, and it encodes again afterwards, fp32."""
+    from comfy import model_management, model_patcher
+
+    _, _, lyra = parts
+    assert isinstance(lyra, model_patcher.ModelPatcher)
+    assert type(lyra.model).__name__ == "LyraVAE"
+    assert lyra.load_device == model_management.text_encoder_device()
+    assert lyra.offload_device == model_management.text_encoder_offload_device()
+    model_management.unload_all_models()
+    assert not any(m is lyra for m in model_management.loaded_models())
+    first = encode(comfy, parts, PROMPT)[0][0]
+    assert any(m is lyra for m in model_management.loaded_models()), "Lyra Encode must load LYRA via ComfyUI"
+    assert all(p.dtype == torch.float32 for p in lyra.model.parameters())
+    model_management.unload_all_models()
+    assert not any(m is lyra for m in model_management.loaded_models())
+    assert torch.equal(encode(comfy, parts, PROMPT)[0][0], first)
 
 
 # ------------------------------------------------------------------------------------------------ bad input
@@ -350,7 +422,7 @@ def test_download_entry_offline_then_from_local_folder(comfy, comfy_base, names,
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "empty_hf_cache"))
-    local = Path(pack.download_dir())
+    local = Path(pack.paths.download_root(pack.PUBLISHED_REPO, pack.paths.LYRA_FOLDER))
     assert not local.exists()
     entry = pack.DOWNLOAD_ENTRY
     assert entry in comfy.nodes.NODE_CLASS_MAPPINGS["LyraLoader"].INPUT_TYPES()["required"]["lyra_name"][0]

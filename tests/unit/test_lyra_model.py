@@ -316,6 +316,42 @@ def test_sample_mode_reproducible_per_seed_and_varies_across_seeds(full_model):
     assert not torch.allclose(s1, mean)
 
 
+def test_reconstruct_modality_and_encode_mean_equal_the_full_pass_bit_for_bit(full_model):
+    """The shortcut Lyra Encode uses (no t5 decoder; no fc_logvar in mean mode) changes no bit of the result."""
+    x = _inputs(2, 16, seed=6)
+    with torch.no_grad():
+        assert torch.equal(full_model.encode_mean(x), full_model.encode(x)[0])
+        for name in ("clip", "t5"):
+            assert torch.equal(full_model.reconstruct_modality(x, name, "mean"), full_model.reconstruct(x)[name])
+            gen_a, gen_b = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
+            fast = full_model.reconstruct_modality(x, name, "sample", gen_a)
+            full = full_model.reconstruct(x, mode="sample", generator=gen_b)[name]
+            assert torch.equal(fast, full)
+    with pytest.raises(LyraInputError, match="no 'pooled' decoder"):
+        full_model.reconstruct_modality(x, "pooled")
+    with pytest.raises(LyraInputError, match="mode"):
+        full_model.reconstruct_modality(x, "clip", "median")
+
+
+def test_transform_conditioning_is_blend_of_chunk_zero(full_model):
+    """``transform_conditioning`` = blend(chunk 0, reconstruct_modality(chunk 0, t5)) then the other chunks, in the
+    conditioning's dtype; a [1, 77, 768] T5 state is shared by every row of a CLIP batch."""
+    from lyra import transform_conditioning
+
+    g = torch.Generator().manual_seed(8)
+    cond = torch.randn(2, 154, 768, generator=g).to(torch.float16)
+    t5 = torch.randn(1, 77, 768, generator=g)
+    out = transform_conditioning(full_model, cond, t5, mode="mean", strength=0.5)
+    with torch.no_grad():
+        recon = full_model.reconstruct_modality({"clip": cond[:, :77].float(), "t5": t5.expand(2, -1, -1)}, "clip")
+    ref = (cond[:, :77].float() + 0.5 * (recon - cond[:, :77].float())).to(torch.float16)
+    assert out.dtype == torch.float16 and out.shape == cond.shape
+    assert torch.equal(out[:, :77], ref) and torch.equal(out[:, 77:], cond[:, 77:])
+    a = transform_conditioning(full_model, cond, t5, mode="sample", seed=4)
+    assert torch.equal(a, transform_conditioning(full_model, cond, t5, mode="sample", seed=4))
+    assert not torch.equal(a, transform_conditioning(full_model, cond, t5, mode="sample", seed=5))
+
+
 def test_sample_latent_formula():
     mu = torch.randn(1, 3, 4)
     logvar = torch.randn(1, 3, 4)

@@ -1,0 +1,69 @@
+"""The LYRA socket type: a Lyra VAE under ComfyUI's model management, like a CLIP.
+
+Load Lyra returns ``comfy.model_patcher.ModelPatcher(LyraVAE, load_device, offload_device)`` — what ComfyUI's
+``comfy/sd.py`` ``CLIP.__init__`` does for a text encoder: load device = ``text_encoder_device()`` (or the CPU when
+chosen), offload device = ``text_encoder_offload_device()``. Before every use Lyra Encode calls
+``comfy.model_management.load_models_gpu([patcher], force_full_load=True)``, as ``CLIP.load_model`` does with
+``load_model_gpu`` — but always a full load: Lyra is only 17 M parameters, and the fusion's own parameters
+(``temperature``, ``modality_embeddings``) sit on a non-leaf module, which ComfyUI's partial loader
+(``ModelPatcher._load_list``) never moves. ComfyUI then offloads Lyra when other models need the memory, as it does
+for every model. The weights stay fp32 (nothing here casts them).
+"""
+from __future__ import annotations
+
+import logging
+
+import torch
+
+import comfy.model_management
+import comfy.model_patcher
+
+from ..lyra import LyraInputError, LyraVAE
+
+log = logging.getLogger("lune.lyra")
+
+LYRA_TYPE = "LYRA"
+
+
+def manage(vae: LyraVAE, load_device: torch.device) -> comfy.model_patcher.ModelPatcher:
+    """``vae`` (already on the offload device) wrapped for ComfyUI's model management."""
+    offload = offload_device_for(load_device)
+    return comfy.model_patcher.ModelPatcher(vae, load_device=load_device, offload_device=offload)
+
+
+def offload_device_for(load_device: torch.device) -> torch.device:
+    """Where a freshly read Lyra waits until its first use (the patcher's offload device)."""
+    return load_device if load_device.type == "cpu" else comfy.model_management.text_encoder_offload_device()
+
+
+def _is_lyra_module(obj) -> bool:
+    # the same class imported under another module name (tests, reloads): accept by the shape of the API
+    return isinstance(obj, LyraVAE) or (isinstance(obj, torch.nn.Module) and type(obj).__name__ == "LyraVAE"
+                                        and hasattr(obj, "reconstruct_modality"))
+
+
+def _one_device(vae: LyraVAE, fallback: torch.device) -> None:
+    """All weights on one device: a partial load (--novram) may leave some behind; then Lyra runs on ``fallback``."""
+    devices = {t.device for t in vae.parameters()} | {t.device for t in vae.buffers()}
+    if len(devices) > 1:
+        log.info("Lyra weights are split over %s; running it on %s", sorted(map(str, devices)), fallback)
+        vae.to(fallback)
+
+
+def module_of(lyra) -> LyraVAE:
+    """The LyraVAE inside a LYRA input (not loaded); refuses anything else."""
+    if isinstance(lyra, comfy.model_patcher.ModelPatcher) and _is_lyra_module(lyra.model):
+        return lyra.model
+    if _is_lyra_module(lyra):  # a bare module (another pack, a script): used where it is
+        return lyra
+    raise LyraInputError(
+        f"lyra is a {type(lyra).__name__}, not a Lyra model. Connect the LYRA output of 'Load Lyra (CLIP+T5 fusion)'.")
+
+
+def ready(lyra) -> LyraVAE:
+    """The LyraVAE of a LYRA input, loaded by ComfyUI onto its load device (a bare module: as it is)."""
+    vae = module_of(lyra)
+    if isinstance(lyra, comfy.model_patcher.ModelPatcher):
+        comfy.model_management.load_models_gpu([lyra], force_full_load=True)
+        _one_device(vae, lyra.offload_device)
+    return vae

@@ -1,0 +1,137 @@
+"""Lyra nodes: Load Lyra (CLIP+T5 fusion) → LYRA, and Lyra Encode (CLIP-L + T5) → SD1.5 CONDITIONING.
+
+Lyra Encode, step by step (author's inference: lattice_vocabulary ``trainers/vae/lyra_inference.py``):
+
+1. CLIP: exactly what CLIPTextEncode does (``clip.tokenize`` + ``clip.encode_from_tokens_scheduled``): SD1.5 CLIP-L
+   last hidden state with the final LayerNorm, ``[B, 77·k, 768]``, plus ``pooled_output``.
+2. T5: the author's 77-token t5-base last hidden state, pads attention-masked and not zeroed
+   (``lyra_inputs.t5_hidden_states``) → ``[1, 77, 768]`` fp32.
+3. Lyra (fp32, loaded by ComfyUI's model management, ``lyra_model.ready``): chunk 0 of the CLIP conditioning
+   (first 77 tokens) with the T5 states → ``reconstruct_modality(…, "clip", mode)``; later chunks of a long prompt
+   pass through unchanged; ``out = clip + strength·(recon − clip)`` (``lyra.transform_conditioning``): 1 = the
+   author's behaviour, 0 = plain CLIP, bit for bit. Returned in the CLIP output's dtype and device.
+"""
+from __future__ import annotations
+
+import logging
+
+import torch
+
+import comfy.model_management
+
+from ..lune.stamps import file_stamp
+from ..lyra import LyraCheckpointError, LyraInputError, load_lyra, transform_conditioning
+from ..lyra.config import PUBLISHED_FILES, PUBLISHED_REPO
+from . import downloads, lyra_inputs, lyra_model, paths
+
+log = logging.getLogger("lune.lyra")
+
+DOWNLOAD_ENTRY = paths.download_entry(PUBLISHED_REPO)
+DEVICE_DEFAULT = "default"
+DEVICES = (DEVICE_DEFAULT, "cpu")
+
+
+def resolve_lyra(lyra_name: str) -> tuple[str, str | None]:
+    """(weights path, explicit config path or None = the reader looks beside the weights)."""
+    if lyra_name == DOWNLOAD_ENTRY:
+        config, weights = downloads.fetch(PUBLISHED_REPO, PUBLISHED_FILES, paths.LYRA_FOLDER)
+        return weights, config
+    path = paths.resolve_lyra(lyra_name)
+    if path is None:
+        raise LyraCheckpointError(
+            f"Lyra file {lyra_name!r} was not found in models/lyra. Put model.pt (or a .safetensors) with its "
+            f"config.json in models/lyra/<folder>/ and refresh the node list (press R), or pick {DOWNLOAD_ENTRY!r}.")
+    return path, None
+
+
+def lyra_stamp(lyra_name: str) -> str:
+    """Reload stamp of the weights and every config file the reader may use."""
+    if lyra_name == DOWNLOAD_ENTRY:
+        return downloads.stamp(PUBLISHED_REPO, PUBLISHED_FILES, paths.LYRA_FOLDER)
+    path = paths.resolve_lyra(lyra_name)
+    return file_stamp(path, *paths.lyra_companions(path)) if path else lyra_name
+
+
+class LyraLoader:
+    """Load Lyra v1 (AbstractPhil/vae-lyra): CLIP-L + t5-base Cantor-fusion VAE, fp32."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "lyra_name": (paths.list_lyra(), {"tooltip": (
+                    "Lyra weights in models/lyra (model.pt or .safetensors, with the config.json beside them). "
+                    f"{DOWNLOAD_ENTRY} fetches model.pt + config.json from Hugging Face into "
+                    "models/lyra/AbstractPhil_vae-lyra/ (honours HF_HUB_OFFLINE).")}),
+            },
+            "optional": {
+                "device": (list(DEVICES), {"default": DEVICE_DEFAULT, "tooltip": (
+                    "default: ComfyUI's text-encoder device. Lyra is 17 M params and always runs in fp32.")}),
+            },
+        }
+
+    RETURN_TYPES = (lyra_model.LYRA_TYPE,)
+    RETURN_NAMES = ("lyra",)
+    FUNCTION = "load"
+    CATEGORY = "Lune/Lyra"
+    DESCRIPTION = "Loads the Lyra CLIP+T5 fusion VAE (AbstractPhil/vae-lyra) for Lyra Encode."
+
+    @classmethod
+    def IS_CHANGED(cls, lyra_name, device=DEVICE_DEFAULT):
+        return (lyra_stamp(lyra_name), device)
+
+    def load(self, lyra_name, device=DEVICE_DEFAULT):
+        weights, config = resolve_lyra(lyra_name)
+        target = comfy.model_management.text_encoder_device() if device == DEVICE_DEFAULT else torch.device(device)
+        vae = load_lyra(weights, config=config, device=lyra_model.offload_device_for(target))
+        log.info("Lyra loaded from %s (fp32), runs on %s", weights, target)
+        return (lyra_model.manage(vae, target),)
+
+
+class LyraEncode:
+    """SD1.5 conditioning from CLIP-L + t5-base fused by Lyra (the author's inference, with a strength blend)."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "clip": ("CLIP", {"tooltip": "SD1.5 CLIP-L (from the checkpoint). No clip-skip: Lyra saw the last layer."}),
+            "t5": ("CLIP", {"tooltip": "t5-base text encoder: CLIPLoader with type stable_audio."}),
+            "lyra": (lyra_model.LYRA_TYPE, {"tooltip": "From Load Lyra (CLIP+T5 fusion)."}),
+            "text": ("STRING", {"multiline": True, "dynamicPrompts": True, "tooltip": (
+                "The prompt. CLIP reads it as usual (weights work); T5 gets it with (word:1.2) syntax and "
+                "embedding: references removed, cut to 77 tokens.")}),
+            "mode": (["mean", "sample"], {"default": "mean", "tooltip": (
+                "mean: z = mu, deterministic. sample: z = mu + sigma·noise from seed (what the author's code "
+                "does).")}),
+            "seed": ("INT", {"default": 0, "min": 0, "max": 0xffffffffffffffff,
+                             "tooltip": "Noise seed for sample mode (ignored in mean mode)."}),
+            "strength": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.05, "tooltip": (
+                "1: Lyra's reconstruction of CLIP (the author's behaviour). 0: plain CLIP conditioning. "
+                "Between: clip + strength·(lyra − clip).")}),
+        }}
+
+    RETURN_TYPES = ("CONDITIONING",)
+    FUNCTION = "encode"
+    CATEGORY = "Lune/Lyra"
+    DESCRIPTION = ("CLIP Text Encode for SD1.5 with the Lyra CLIP+T5 fusion: use it for positive and negative "
+                   "(empty text works). Long prompts: the first 77 tokens go through Lyra, the rest stay plain CLIP.")
+
+    def encode(self, clip, t5, lyra, text, mode="mean", seed=0, strength=1.0):
+        config = lyra_model.module_of(lyra).config
+        if mode not in ("mean", "sample"):
+            raise LyraInputError(f"mode must be 'mean' or 'sample', got {mode!r}.")
+        if not 0.0 <= float(strength) <= 1.0:
+            raise LyraInputError(f"strength must be between 0 and 1, got {strength}.")
+        lyra_inputs.check_clip(clip)
+        lyra_inputs.check_t5(t5)
+        conditioning = lyra_inputs.clip_conditioning(clip, text)
+        for cond, _ in conditioning:
+            lyra_inputs.check_clip_width(cond, config.modality_dims["clip"])
+        if float(strength) == 0.0:
+            return (conditioning,)
+        t5_hidden = lyra_inputs.t5_hidden_states(t5, text, config.seq_len)
+        lyra_inputs.check_t5_width(t5_hidden, config.modality_dims["t5"])
+        vae = lyra_model.ready(lyra)
+        out = [[transform_conditioning(vae, cond, t5_hidden, mode, seed, strength), dict(extra)]
+               for cond, extra in conditioning]
+        return (out,)
