@@ -1,17 +1,21 @@
 # ComfyUI-Lune — every command provisions what it needs first (idempotent; see .ci/provision.sh).
-ENV_DIR ?= $(HOME)/.cache/comfyui-lune
+ENV_DIR ?= $(or $(LUNE_ENV_DIR),$(HOME)/.cache/comfyui-lune)
 PY = $(ENV_DIR)/venv/bin/python
 
-.PHONY: env test test-fast main bench
+.PHONY: env lint test test-fast main bench workflows
 
 env:
 	bash .ci/provision.sh
 
-# The test command (CI runs this through .ci/run).
-test: env
+# Lint (ruff: pyflakes, pycodestyle, bugbear, no print, complexity; configuration in pyproject.toml).
+lint: env
+	$(ENV_DIR)/venv/bin/ruff check .
+
+# The test command (CI runs this through .ci/run): lint, then every test.
+test: lint
 	. $(ENV_DIR)/env.sh && $(PY) -m pytest -q
 
-test-fast: env
+test-fast: lint
 	. $(ENV_DIR)/env.sh && $(PY) -m pytest -q -m "not slow"
 
 # The main job: a bundled workflow through a real ComfyUI server, writing a PNG.
@@ -20,3 +24,7 @@ main: env
 
 bench: env
 	. $(ENV_DIR)/env.sh && $(PY) -m bench.run
+
+# Regenerate the bundled workflows (+ thumbnails) and the English translations from the code.
+workflows: env
+	. $(ENV_DIR)/env.sh && $(PY) -m tools.build_workflows && $(PY) -m tools.build_locales
