@@ -37,7 +37,7 @@ def run_child(module: str, *args: str, timeout: float = 1800) -> dict:
     proc = subprocess.run([sys.executable, "-m", module, *args], cwd=PACK_DIR, capture_output=True, text=True,
                           timeout=timeout, env=dict(os.environ, PYTHONPATH=str(PACK_DIR)))
     wall = time.perf_counter() - start
-    lines = [l for l in proc.stdout.splitlines() if l.startswith("BENCH ")]
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("BENCH ")]
     if proc.returncode != 0 or not lines:
         raise RuntimeError(f"{module} {args} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
     out = json.loads(lines[-1][6:])
@@ -52,7 +52,8 @@ def median(values) -> float:
 def machine_line() -> str:
     import torch
 
-    return (f"{platform.machine()}, {os.cpu_count()} cores, {os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GiB, "
+    memory_gib = os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30
+    return (f"{platform.machine()}, {os.cpu_count()} cores, {memory_gib:.0f} GiB, "
             f"Python {platform.python_version()}, torch {torch.__version__}")
 
 

@@ -56,7 +56,7 @@ def main() -> int:
         loaders = ["pack"] + ([stock] if stock else [])
         for loader in loaders:
             run_child("bench.load", "--child", loader, fmt)  # warm-up
-        runs = {l: [] for l in loaders}
+        runs = {name: [] for name in loaders}
         for _ in range(REPEATS):
             for loader in loaders:
                 runs[loader].append(run_child("bench.load", "--child", loader, fmt))

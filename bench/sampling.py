@@ -31,7 +31,8 @@ def main(argv=None) -> int:
     comfy, names = boot_with_full_models()
     nodes, mapping = comfy.nodes, comfy.nodes.NODE_CLASS_MAPPINGS
     torch.set_grad_enabled(False)
-    pack_model, clip, _ = mapping["LuneModelLoader"]().load(names["single_file"], "lune-flux", SHIFT, "(from model file)")
+    pack_model, clip, _ = mapping["LuneModelLoader"]().load(names["single_file"], "lune-flux", SHIFT,
+                                                            "(from model file)")
     stock_base = nodes.CheckpointLoaderSimple().load_checkpoint(names["single_file"])[0]
     stock_model = mapping["ModelSamplingSD3"]().patch(stock_base, SHIFT)[0]
     pos = nodes.CLIPTextEncode().encode(clip, "a lighthouse at dusk")[0]
@@ -69,7 +70,8 @@ def main(argv=None) -> int:
     diff = (outputs["pack"] - outputs["stock"]).abs().max().item()
     verdict = "met" if p / s <= TARGET and counts["pack"] == counts["stock"] else "MISSED"
     text = "\n".join([
-        f"# Sampling: pack nodes vs stock ModelSamplingSD3 path ({args.size}×{args.size}, {STEPS} steps, CFG {CFG})", "",
+        f"# Sampling: pack nodes vs stock ModelSamplingSD3 path ({args.size}×{args.size}, {STEPS} steps, "
+        f"CFG {CFG})", "",
         f"Machine: {machine_line()}. Command: `python -m bench.sampling --size {args.size}`. Full-size SD1.5, "
         f"1 warm-up + median of {REPEATS}, alternating.", "",
         "| path | s / step | UNet calls (8 steps) |", "|---|---|---|",

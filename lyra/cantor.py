@@ -163,13 +163,13 @@ class CantorFusion(nn.Module):
             ],
             dim=2,
         )
-        b, l, m, _ = x.shape
+        b, n_tok, m, _ = x.shape
         h, d = self.num_heads, self.head_dim
 
         # Step 2: shared projections, split heads -> [B, L, M, H, D]
-        q = self.q_proj(x).view(b, l, m, h, d)
-        k = self.k_proj(x).view(b, l, m, h, d)
-        v = self.v_proj(x).view(b, l, m, h, d)
+        q = self.q_proj(x).view(b, n_tok, m, h, d)
+        k = self.k_proj(x).view(b, n_tok, m, h, d)
+        v = self.v_proj(x).view(b, n_tok, m, h, d)
 
         # Step 4: routed attention. routes [M, W]; k_r, v_r: [B, L, M, W, H, D]
         routes = self.modality_routes.to(device=x.device, dtype=torch.long)
@@ -181,5 +181,5 @@ class CantorFusion(nn.Module):
         out = torch.einsum("blmhw,blmwhd->blmhd", attn, v_r)
 
         # Step 5: mean over modalities, merge heads, output projection
-        fused = out.mean(dim=2).reshape(b, l, h * d)
+        fused = out.mean(dim=2).reshape(b, n_tok, h * d)
         return self.dropout(self.out_proj(fused))

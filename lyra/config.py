@@ -140,50 +140,50 @@ class LyraConfig:
 
     # ------------------------------------------------------------- validate
     def _validate(self, source: str) -> None:
-        def fail(msg: str) -> None:
-            raise LyraConfigError(f"{source}: {msg}")
+        problem = self._fusion_problem() or self._modality_problem() or self._number_problem()
+        if problem:
+            raise LyraConfigError(f"{source}: {problem} {_HINT}")
 
+    def _fusion_problem(self) -> str | None:
         fs = self.fusion_strategy
-        if fs != SUPPORTED_FUSION:
-            extra = ""
-            if isinstance(fs, str) and "adaptive" in fs:
-                extra = " 'adaptive_cantor' is the v2 SDXL Lyra, a different network that this pack does not load."
-            fail(
-                f"fusion_strategy is {fs!r} but this encoder supports only 'cantor' "
-                f"(the published AbstractPhil/vae-lyra v1).{extra} {_HINT}"
-            )
+        if fs == SUPPORTED_FUSION:
+            return None
+        extra = ""
+        if isinstance(fs, str) and "adaptive" in fs:
+            extra = " 'adaptive_cantor' is the v2 SDXL Lyra, a different network that this pack does not load."
+        return (f"fusion_strategy is {fs!r} but this encoder supports only 'cantor' "
+                f"(the published AbstractPhil/vae-lyra v1).{extra}")
 
+    def _modality_problem(self) -> str | None:
         md = self.modality_dims
         if not isinstance(md, Mapping) or not md:
-            fail(f"modality_dims must be a non-empty mapping of name -> width, got {md!r}. {_HINT}")
+            return f"modality_dims must be a non-empty mapping of name -> width, got {md!r}."
         for name, dim in md.items():
             if not isinstance(name, str) or not name or "." in name:
-                fail(f"modality name {name!r} is not a valid module name (non-empty text, no '.'). {_HINT}")
+                return f"modality name {name!r} is not a valid module name (non-empty text, no '.')."
             if not _is_pos_int(dim):
-                fail(f"modality_dims[{name!r}] must be a positive integer, got {dim!r}. {_HINT}")
+                return f"modality_dims[{name!r}] must be a positive integer, got {dim!r}."
         if set(md) != set(SUPPORTED_MODALITIES) or len(md) != len(SUPPORTED_MODALITIES):
-            fail(
-                f"modality_dims has modalities {list(md)}; Lyra v1 has exactly {list(SUPPORTED_MODALITIES)} "
-                f"(SD1.5 CLIP-L and t5-base). Other Lyra variants (e.g. SDXL clip_l/clip_g/t5_xl) are not "
-                f"supported. {_HINT}"
-            )
+            return (f"modality_dims has modalities {list(md)}; Lyra v1 has exactly {list(SUPPORTED_MODALITIES)} "
+                    f"(SD1.5 CLIP-L and t5-base). Other Lyra variants (e.g. SDXL clip_l/clip_g/t5_xl) are not "
+                    f"supported.")
+        return None
 
+    def _number_problem(self) -> str | None:
         for name in _INT_FIELDS:
             value = getattr(self, name)
             if not _is_pos_int(value):
-                fail(f"{name} must be a positive integer, got {value!r}. {_HINT}")
+                return f"{name} must be a positive integer, got {value!r}."
         for name in _FLOAT_FIELDS:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not (0.0 <= value < 1.0):
-                fail(f"{name} must be a number in [0, 1), got {value!r}. {_HINT}")
+                return f"{name} must be a number in [0, 1), got {value!r}."
             if not math.isfinite(value):
-                fail(f"{name} must be finite, got {value!r}. {_HINT}")
-
+                return f"{name} must be finite, got {value!r}."
         if self.hidden_dim % self.fusion_heads != 0:
-            fail(
-                f"hidden_dim {self.hidden_dim} is not divisible by fusion_heads {self.fusion_heads}; "
-                f"each attention head needs hidden_dim / fusion_heads channels (v1: 1024 / 8 = 128). {_HINT}"
-            )
+            return (f"hidden_dim {self.hidden_dim} is not divisible by fusion_heads {self.fusion_heads}; "
+                    f"each attention head needs hidden_dim / fusion_heads channels (v1: 1024 / 8 = 128).")
+        return None
 
 
 def _is_pos_int(v: Any) -> bool:

@@ -124,18 +124,7 @@ class LyraVAE(nn.Module):
                 f"got {type(inputs).__name__}."
             )
         names = self.modality_names
-        missing = [n for n in names if n not in inputs or inputs[n] is None]
-        extra = sorted(str(n) for n in inputs if n not in names)
-        if missing or extra:
-            parts = []
-            if missing:
-                parts.append(f"missing {missing}")
-            if extra:
-                parts.append(f"unexpected {extra}")
-            raise LyraInputError(
-                f"Lyra needs exactly the features {list(names)} ({', '.join(parts)}). "
-                f"Connect SD1.5 CLIP-L features as 'clip' and t5-base features as 't5'."
-            )
+        _check_modality_names(inputs, names)
         ref_param = self.fc_mu.weight
         shapes: dict[str, tuple[int, ...]] = {}
         out: dict[str, torch.Tensor] = {}
@@ -256,6 +245,21 @@ class LyraVAE(nn.Module):
     ) -> dict[str, torch.Tensor]:
         """Alias of :meth:`reconstruct`."""
         return self.reconstruct(inputs, mode=mode, generator=generator)
+
+
+def _check_modality_names(inputs: Mapping[str, torch.Tensor], names) -> None:
+    """Raise LyraInputError unless ``inputs`` holds exactly the modalities ``names``."""
+    missing = [n for n in names if n not in inputs or inputs[n] is None]
+    extra = sorted(str(n) for n in inputs if n not in names)
+    if not (missing or extra):
+        return
+    parts = [f"missing {missing}"] if missing else []
+    if extra:
+        parts.append(f"unexpected {extra}")
+    raise LyraInputError(
+        f"Lyra needs exactly the features {list(names)} ({', '.join(parts)}). "
+        f"Connect SD1.5 CLIP-L features as 'clip' and t5-base features as 't5'."
+    )
 
 
 def _width_message(name: str, got: int, want: int) -> str:

@@ -106,15 +106,15 @@ def fit_tokens(hidden: torch.Tensor, length: int = 77, pad: torch.Tensor | None 
         raise LyraInputError(f"hidden states must be [batch, tokens, width], got shape {list(hidden.shape)}.")
     if isinstance(length, bool) or not isinstance(length, int) or length < 1:
         raise LyraInputError(f"length must be a positive integer, got {length!r}.")
-    b, l, d = hidden.shape
-    if l >= length:
+    b, n_tok, d = hidden.shape
+    if n_tok >= length:
         return hidden[:, :length]
     if pad is None:
         raise LyraInputError(
-            f"hidden states have {l} tokens, fewer than {length}; re-encode with the token ids padded to {length} "
+            f"hidden states have {n_tok} tokens, fewer than {length}; re-encode with the token ids padded to {length} "
             f"(pad_or_truncate_ids) instead of padding hidden states."
         )
     if pad.shape != (d,):
         raise LyraInputError(f"pad must be a [{d}] vector, got shape {list(pad.shape)}.")
-    fill = pad.to(device=hidden.device, dtype=hidden.dtype).expand(b, length - l, d)
+    fill = pad.to(device=hidden.device, dtype=hidden.dtype).expand(b, length - n_tok, d)
     return torch.cat([hidden, fill], dim=1)

@@ -46,7 +46,8 @@ class ComfyServer:
                 time.sleep(0.5)
         else:
             raise TimeoutError(f"ComfyUI not ready after {timeout}s:\n{self.log_tail()}")
-        failures = [l for l in self.log_text().splitlines() if "IMPORT FAILED" in l and PACK_NODE_DIR_NAME in l]
+        failures = [line for line in self.log_text().splitlines()
+                    if "IMPORT FAILED" in line and PACK_NODE_DIR_NAME in line]
         if failures:
             raise RuntimeError(f"the pack failed to import: {failures}")
         return self

@@ -42,7 +42,7 @@ def widget_names(info: dict) -> list[str]:
 
 def to_api(workflow: dict, object_info: dict) -> dict:
     nodes = {n["id"]: n for n in workflow["nodes"]}
-    links = {l[0]: l for l in workflow.get("links", [])}
+    links = {link[0]: link for link in workflow.get("links", [])}
 
     def source(link_id):
         _, from_node, from_slot, *_ = links[link_id]

@@ -119,7 +119,8 @@ def _lune_loader(g: UiGraph, model: ModelSource | str, companion: ModelSource | 
 
 
 def _lune_inputs(g: UiGraph, model=LUNE_FLUX_MODEL, companion=DEFAULT_COMPANION, variant="auto", shift=2.0,
-                 positive="a watercolor painting of a lighthouse on a cliff at dusk, soft light") -> tuple[int, int, int]:
+                 positive="a watercolor painting of a lighthouse on a cliff at dusk, soft light",
+                 ) -> tuple[int, int, int]:
     """Loader + positive/negative prompt nodes, laid out like lune_txt2img; returns (loader, pos, neg)."""
     loader = _lune_loader(g, model, companion, variant, shift)
     pos_ = g.add("CLIPTextEncode", [positive], pos=(470, 20), size=(400, 160), title="Positive",

@@ -35,7 +35,8 @@ def _models(base: Path) -> tuple[str, str, str]:
         name = place_model(base, folder, src)
         if src.is_dir():
             name += "/unet/diffusion_pytorch_model.safetensors"
-        comp = place_model(base, "checkpoints", Path(companion).expanduser().resolve()) if companion else "(from model file)"
+        comp = (place_model(base, "checkpoints", Path(companion).expanduser().resolve()) if companion
+                else "(from model file)")
         return name, comp, f"real weights from {src}"
     if os.environ.get("LUNE_DOWNLOAD") == "1":
         from lune import hub

@@ -185,7 +185,8 @@ def test_schedule_plot_follows_the_shift_widget(frontend_run):
     assert p3["sigmas"][-1] == 0 and len(p3["sigmas"]) == n + 1
     with Image.open(r["shift1"]["file"]) as a, Image.open(r["shift3"]["file"]) as b:
         assert a.size == b.size
-        diff = ImageChops.difference(a.convert("RGB"), b.convert("RGB")).convert("L").point(lambda v: 255 if v > 40 else 0)
+        diff = ImageChops.difference(a.convert("RGB"), b.convert("RGB")).convert("L")
+        diff = diff.point(lambda v: 255 if v > 40 else 0)
         changed = diff.histogram()[255]
     assert changed > 150, f"only {changed} pixels changed between shift 1 and shift 3"
 

@@ -41,7 +41,8 @@ def test_foreign_architecture_is_named(comfy, comfy_base, tiny_models, tmp_path,
 
 def test_truncated_safetensors(comfy, comfy_base, tiny_models, tiny_sd15, tmp_path):
     path = tmp_path / "truncated.safetensors"
-    sd15_files.write_truncated_safetensors(tiny_sd15.single_file, path, keep_bytes=path_size(tiny_sd15.single_file) // 2)
+    sd15_files.write_truncated_safetensors(tiny_sd15.single_file, path,
+                                           keep_bytes=path_size(tiny_sd15.single_file) // 2)
     name = place_model(comfy_base, "checkpoints", path)
     _expect_error_then_recover(comfy, tiny_models, graphs.txt2img(name), "truncated", "download it again")
 

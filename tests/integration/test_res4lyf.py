@@ -6,7 +6,8 @@ RES4LYF is GitHub-only: the tests run when a checkout is available (``RES4LYF_PA
 What the Lune patch promises, checked on every UNet call RES4LYF makes (a probe node in a throw-away custom node pack
 records the σ each call is made at and the timestep the UNet receives):
 - every σ of the schedule asked for is evaluated (RES4LYF's multistep start-up and last step add substeps
-  between grid points) and nothing outside it: ``lune_flow`` = the author's grid ``σ_i = s·u/(1+(s−1)·u)``, ``u = 1 − i/N``;
+  between grid points) and nothing outside it: ``lune_flow`` = the author's grid ``σ_i = s·u/(1+(s−1)·u)``,
+  ``u = 1 − i/N``;
   ``beta57`` = RES4LYF's beta(0.5, 0.7) quantile schedule over the model's *shifted* flow σ table;
 - the UNet gets ``t = 1000·σ`` as a float (rectified flow, not a quantised discrete index).
 The grids are computed here from those formulas, independently of the pack's code.

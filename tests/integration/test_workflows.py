@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import shutil
 import urllib.request
-from pathlib import Path
 
 import pytest
 from PIL import Image
@@ -28,7 +27,8 @@ NAMES = sorted(build_workflows.WORKFLOWS)
 WORKFLOWS_DIR = build_workflows.WORKFLOWS_DIR
 RES4LYF_NODE = "ClownsharKSampler_Beta"
 RES4LYF_SKIP = res4lyf_skip_reason() + " (its workflow was validated against the widget order only)"
-# ClownsharKSampler_Beta's widgets at RES4LYF a91beac, in order: eta, sampler_name, scheduler, steps, steps_to_run, denoise, cfg, seed, (control value),
+# ClownsharKSampler_Beta's widgets at RES4LYF a91beac, in order: eta, sampler_name, scheduler, steps, steps_to_run,
+# denoise, cfg, seed, (control value),
 # sampler_mode, bongmath. steps/cfg/seed/control are ours (author's 25 steps, CFG 7.5).
 CLOWNSHARK_WIDGETS = [0.5, "multistep/res_2m", "beta57", 25, -1, 1.0, 7.5, 42, "fixed", "standard", True]
 FLOW_SCHEDULERS = {"simple", "normal", "sgm_uniform", "beta", "kl_optimal", "lune_flow", "beta57"}
@@ -236,7 +236,8 @@ def invalid_widgets(node: dict, info: dict) -> list[str]:
             if name not in MODEL_FILE_INPUTS and value not in kind:
                 problems.append(f"{where} not in {kind[:12]}")
         elif kind in ("INT", "FLOAT"):
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or (kind == "INT" and value != int(value)):
+            not_a_number = isinstance(value, bool) or not isinstance(value, (int, float))
+            if not_a_number or (kind == "INT" and value != int(value)):
                 problems.append(f"{where} is not {kind}")
             elif not opts.get("min", float("-inf")) <= value <= opts.get("max", float("inf")):
                 problems.append(f"{where} outside [{opts.get('min')}, {opts.get('max')}]")
@@ -252,7 +253,8 @@ def test_node_types_exist_and_widget_values_are_valid(server, name):
     wf = load(name)
     info = server.object_info
     missing = sorted(t for t in node_types(wf) if t not in info)
-    problems = [f"node {n['id']}: {p}" for n in wf["nodes"] if n["type"] in info for p in invalid_widgets(n, info[n["type"]])]
+    problems = [f"node {n['id']}: {p}" for n in wf["nodes"] if n["type"] in info
+                for p in invalid_widgets(n, info[n["type"]])]
     assert not problems, "\n".join(problems)
     if missing == [RES4LYF_NODE]:
         clown = [n for n in wf["nodes"] if n["type"] == RES4LYF_NODE]

@@ -60,9 +60,10 @@ def _assert_weights_equal(model: LyraVAE, state: dict[str, torch.Tensor]) -> Non
         assert torch.equal(got[key].cpu(), value.to(got[key].dtype)), key
 
 
-def _tiny_inputs(b: int = 1, l: int = 5) -> dict[str, torch.Tensor]:
+def _tiny_inputs(b: int = 1, tokens: int = 5) -> dict[str, torch.Tensor]:
     g = torch.Generator().manual_seed(0)
-    return {"clip": torch.randn(b, l, TINY["clip"], generator=g), "t5": torch.randn(b, l, TINY["t5"], generator=g)}
+    return {"clip": torch.randn(b, tokens, TINY["clip"], generator=g),
+            "t5": torch.randn(b, tokens, TINY["t5"], generator=g)}
 
 
 @pytest.fixture()

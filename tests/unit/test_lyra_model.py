@@ -45,9 +45,9 @@ def full_model(full_state) -> LyraVAE:
     return model.eval()
 
 
-def _inputs(b: int = 2, l: int = 77, clip: int = 768, t5: int = 768, seed: int = 0) -> dict[str, torch.Tensor]:
+def _inputs(b: int = 2, tokens: int = 77, clip: int = 768, t5: int = 768, seed: int = 0) -> dict[str, torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
-    return {"clip": torch.randn(b, l, clip, generator=g), "t5": torch.randn(b, l, t5, generator=g)}
+    return {"clip": torch.randn(b, tokens, clip, generator=g), "t5": torch.randn(b, tokens, t5, generator=g)}
 
 
 # --------------------------------------------------------------------------- layout
