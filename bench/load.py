@@ -3,7 +3,7 @@
     python -m bench.load
 
 Each run is a fresh process (ComfyUI booted first, not timed); one warm-up run per case primes the page cache,
-then REPEATS measured runs, pack and stock alternating. Targets (issue 5): time ratio ≤ 1.05, peak RSS ≤ 1.05.
+then REPEATS measured runs, pack and stock alternating. Targets: time ratio ≤ 1.05, peak RSS ≤ 1.05.
 """
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 
     python -m bench.pt_load            (full-size fixture: fp32 UNet + AdamW moments, 10.3 GB like the original)
 
-Each case runs in a fresh process. Target (issue 2): the pack's read peaks at ≤ 1.3 × the UNet's fp32 bytes.
+Each case runs in a fresh process. Target: the pack's read peaks at ≤ 1.3 × the UNet's fp32 bytes.
 """
 from __future__ import annotations
 

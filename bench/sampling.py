@@ -78,7 +78,7 @@ def main(argv=None) -> int:
         f"| pack (lune_euler + lune_flow + Lune Latent Multiply) | {p:.3f} | {counts['pack']} |",
         f"| stock (ModelSamplingSD3 + euler/simple + LatentMultiply) | {s:.3f} | {counts['stock']} |", "",
         f"Time ratio pack/stock: {p / s:.3f} (target ≤ {TARGET}: {verdict}). Max |Δ latent| between the two paths: "
-        f"{diff:.2e} (same grid up to the simple scheduler's rounding, SPEC §1).", ""])
+        f"{diff:.2e} (same grid up to the simple scheduler's rounding, docs/reference.md §1).", ""])
     return publish("sampling", text)
 
 

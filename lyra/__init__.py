@@ -1,4 +1,4 @@
-"""Lyra v1 (AbstractPhil/vae-lyra): CLIP-L + T5-base Cantor-fusion VAE, pure torch (SPEC §2).
+"""Lyra v1 (AbstractPhil/vae-lyra): CLIP-L + T5-base Cantor-fusion VAE, pure torch (docs/reference.md §3).
 
 Nothing here imports ComfyUI. Typical use from the node layer::
 

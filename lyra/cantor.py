@@ -1,8 +1,8 @@
-"""Cantor-routed modality fusion (SPEC §2, forward steps 1–5).
+"""Cantor-routed modality fusion (docs/reference.md §3, forward steps 1–5).
 
 Written for any number of modalities ``M``; Lyra v1 uses ``M = 2`` (clip, t5).
 
-Cantor coordinate of modality ``i`` of ``M`` (SPEC §2 step 3)::
+Cantor coordinate of modality ``i`` of ``M`` (docs/reference.md §3 step 3)::
 
     x  = clamp(i / max(1, M - 1), 1e-6, 1 - 1e-6)
     for k = 1..8:  x = 3x;  d_k = floor(x);  x = x - d_k      (ternary digits)
@@ -48,9 +48,9 @@ __all__ = [
     "CantorFusion",
 ]
 
-#: Number of ternary digits used for each coordinate (SPEC §2 step 3).
+#: Number of ternary digits used for each coordinate (docs/reference.md §3 step 3).
 CANTOR_DEPTH = 8
-#: Maximum number of modalities each modality attends to (SPEC §2 step 3).
+#: Maximum number of modalities each modality attends to (docs/reference.md §3 step 3).
 ROUTE_WINDOW = 3
 _CLAMP = 1e-6
 
@@ -108,7 +108,7 @@ def routes_problem(routes: torch.Tensor, m: int) -> str | None:
 class CantorFusion(nn.Module):
     """Cantor-routed multi-head fusion of per-token modality features.
 
-    State-dict layout (SPEC §2, under the ``fusion.`` prefix in :class:`LyraVAE`)::
+    State-dict layout (docs/reference.md §3, under the ``fusion.`` prefix in :class:`LyraVAE`)::
 
         modality_projections.<name>.{weight [hidden, dim_name], bias [hidden]}
         modality_embeddings [M, hidden]

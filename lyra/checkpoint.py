@@ -219,7 +219,7 @@ def _resolve_config(
     if embedded is not None and _looks_like_lyra_config(embedded):
         source = f"config embedded in {weights_path}"
         return LyraConfig.from_dict(embedded, source=source), source
-    return LyraConfig(), "SPEC defaults (no config.json beside the weights, none embedded)"
+    return LyraConfig(), "v1 defaults (no config.json beside the weights, none embedded)"
 
 
 # --------------------------------------------------------------------------- state

@@ -1,11 +1,11 @@
-"""Configuration of the Lyra v1 VAE (SPEC §2, "Config").
+"""Configuration of the Lyra v1 VAE (docs/reference.md §3, "Config").
 
 The published ``AbstractPhil/vae-lyra`` ``config.json`` is the *trainer* config:
 it carries many keys that do not affect the network (batch size, learning
 rate, ...). :meth:`LyraConfig.from_dict` reads the architecture keys, ignores
 the rest, and validates what it reads.
 
-Defaults (SPEC §2)::
+Defaults (docs/reference.md §3)::
 
     modality_dims   {"clip": 768, "t5": 768}   (order = modality index)
     latent_dim      768
@@ -55,7 +55,7 @@ def _default_modality_dims() -> dict[str, int]:
 
 @dataclasses.dataclass(frozen=True)
 class LyraConfig:
-    """Architecture hyper-parameters of Lyra v1 (SPEC §2).
+    """Architecture hyper-parameters of Lyra v1 (docs/reference.md §3).
 
     Construct directly (validated in ``__post_init__``), or with
     :meth:`from_dict` / :meth:`from_json` which also ignore unknown trainer keys.
@@ -81,7 +81,7 @@ class LyraConfig:
         """Build a config from a (trainer) dict.
 
         Keys that are not fields of :class:`LyraConfig` are ignored (logged at
-        DEBUG); missing keys take the SPEC §2 defaults. ``source`` names where
+        DEBUG); missing keys take the docs/reference.md §3 defaults. ``source`` names where
         the dict came from and is quoted in error messages.
         """
         if not isinstance(d, Mapping):

@@ -1,4 +1,5 @@
-"""Applying Lyra's reconstruction to SD1.5 conditioning (SPEC §2, "Inference", [I]).
+"""Applying Lyra's reconstruction to SD1.5 conditioning (docs/reference.md §3, "Inference"; strength and
+long-prompt handling are the pack's choices).
 
 Two decisions of this pack, documented here and in the README:
 

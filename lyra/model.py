@@ -1,4 +1,4 @@
-"""The Lyra v1 VAE module (SPEC §2, forward steps 1–8).
+"""The Lyra v1 VAE module (docs/reference.md §3, forward steps 1–8).
 
 Per token (every position is independent; inputs ``[B, L, dim_m]``)::
 
@@ -91,7 +91,7 @@ def _build_decoder(cfg: LyraConfig, out_dim: int) -> nn.Sequential:
 
 
 class LyraVAE(nn.Module):
-    """Lyra v1: CLIP-L + T5-base Cantor-fusion VAE (SPEC §2).
+    """Lyra v1: CLIP-L + T5-base Cantor-fusion VAE (docs/reference.md §3).
 
     ``state_dict()`` keys and shapes are exactly those of the published
     ``AbstractPhil/vae-lyra`` ``model_state_dict``. Use
@@ -208,7 +208,7 @@ class LyraVAE(nn.Module):
         """Encode and decode. ``mode="mean"`` uses ``z = mu`` (deterministic);
         ``mode="sample"`` draws ``z`` with :meth:`sample_latent` from ``generator``
         (reproducible per seed). Returns ``{name: [B, L, dim_name]}``; the node
-        layer uses ``["clip"]`` as SD1.5 conditioning (SPEC §2 "Inference").
+        layer uses ``["clip"]`` as SD1.5 conditioning (docs/reference.md §3 "Inference").
         """
         if mode not in MODES:
             raise LyraInputError(f"mode must be one of {list(MODES)}, got {mode!r}.")

@@ -1,4 +1,4 @@
-"""Pure-Python/torch text and token helpers for feeding Lyra (SPEC §2, "Inference").
+"""Pure-Python/torch text and token helpers for feeding Lyra (docs/reference.md §3, "Inference").
 
 The author feeds T5 the raw prompt, tokenised to exactly ``seq_len`` (77)
 tokens. ComfyUI prompts may contain CLIP-oriented syntax that means nothing to

@@ -1,4 +1,4 @@
-"""ComfyUI in this Python process: real nodes, real validation, real PromptExecutor (SPEC §3 "In-process")."""
+"""ComfyUI in this Python process: real nodes, real validation, real PromptExecutor (ComfyUI 0.3.75 in-process)."""
 from __future__ import annotations
 
 import asyncio

@@ -31,7 +31,7 @@ def _font(size: int):
 
 
 def shift(sigma: float, s: float) -> float:
-    """SD3 shift σ' = s·σ / (1 + (s − 1)·σ) (SPEC §1)."""
+    """SD3 shift σ' = s·σ / (1 + (s − 1)·σ) (docs/reference.md §1)."""
     return s * sigma / (1 + (s - 1) * sigma)
 
 

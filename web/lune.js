@@ -2,7 +2,7 @@
 //
 // * Every Lune node gets the pack colour and a small "Lune" tag in its title bar.
 // * LuneShift, LuneModelLoader and LuneSamplerAdapter draw the σ schedule they imply:
-//     σ_i = shift(1 − i/N),  shift(σ) = s·σ / (1 + (s − 1)·σ)   (SPEC §1, the author's Euler grid)
+//     σ_i = shift(1 − i/N),  shift(σ) = s·σ / (1 + (s − 1)·σ)   (docs/reference.md §1, the author's Euler grid)
 //   for the node's shift widget and step count (the steps widget, else 25), against the unshifted line
 //   (s = 1). LuneSamplerAdapter reads the shift from the MODEL at run time, so it is drawn at 2.0 (Lune's
 //   training shift) and labelled so; a loader set to variant "sol" is drawn unshifted (Sol has no flow shift).

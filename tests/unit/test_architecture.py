@@ -22,10 +22,10 @@ def meta(shapes) -> dict[str, torch.Tensor]:
 
 
 def ldm_unet(size: str = "full") -> dict[str, torch.Tensor]:
-    return meta(fx.ldm_unet_shapes(fx.UNET_SPECS[size]))
+    return meta(fx.ldm_unet_shapes(fx.UNET_ARCHS[size]))
 
 
-def diffusers_unet(spec: fx.UnetSpec = fx.UNET_SPECS["full"]) -> dict[str, torch.Tensor]:
+def diffusers_unet(spec: fx.UnetSpec = fx.UNET_ARCHS["full"]) -> dict[str, torch.Tensor]:
     names = fx.diffusers_names(spec)
     return {names[k]: v for k, v in meta(fx.ldm_unet_shapes(spec)).items()}
 
@@ -120,7 +120,7 @@ def test_unknown_ldm_tensor_is_only_logged(caplog):
 @pytest.mark.parametrize("kind, needle", [("sdxl", "SDXL"), ("sd2", "SD2"), ("inpaint_sd15", "inpainting")])
 @pytest.mark.parametrize("names", ["ldm", pytest.param("diffusers", marks=needs_comfy)])
 def test_foreign_unets_are_named(kind, needle, names):
-    spec = fx.FOREIGN_SPECS[kind]
+    spec = fx.FOREIGN_ARCHS[kind]
     sd = diffusers_unet(spec) if names == "diffusers" else meta(fx.ldm_unet_shapes(spec))
     with pytest.raises(UnsupportedModelError, match=needle) as info:
         check_sd15_unet(sd, SOURCE)

@@ -1,4 +1,4 @@
-"""Unit tests of the Lyra checkpoint reader/writer (SPEC §2, "Files")."""
+"""Unit tests of the Lyra checkpoint reader/writer (docs/reference.md §3, "Files")."""
 
 from __future__ import annotations
 
@@ -270,7 +270,7 @@ def test_defaults_when_no_config_anywhere(tmp_path):
     with pytest.raises(LyraCheckpointError) as err:
         load_lyra(path)
     msg = str(err.value)
-    assert "SPEC defaults" in msg and "decoders.clip.0.weight: file [32, 12] vs model [1024, 768]" in msg
+    assert "v1 defaults" in msg and "decoders.clip.0.weight: file [32, 12] vs model [1024, 768]" in msg
 
 
 def test_rejects_non_cantor_config_json(tmp_path, tiny_state):

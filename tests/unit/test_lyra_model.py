@@ -1,4 +1,4 @@
-"""Unit tests of the Lyra v1 module, config and Cantor routing (SPEC §2)."""
+"""Unit tests of the Lyra v1 module, config and Cantor routing (docs/reference.md §3)."""
 
 from __future__ import annotations
 
@@ -19,9 +19,9 @@ from lyra import (
 )
 from lyra.cantor import CantorFusion
 from testbed.fixtures.lyra_files import (
-    SPEC_COORDS_M2,
-    SPEC_PARAM_COUNT,
-    SPEC_ROUTES_M2,
+    CANTOR_COORDS_M2,
+    PUBLISHED_PARAM_COUNT,
+    CANTOR_ROUTES_M2,
     TINY,
     random_state_dict,
     spec_shapes,
@@ -53,11 +53,11 @@ def _inputs(b: int = 2, tokens: int = 77, clip: int = 768, t5: int = 768, seed: 
 # --------------------------------------------------------------------------- layout
 def test_param_count_default_config_is_17073665():
     model = LyraVAE()
-    assert sum(p.numel() for p in model.parameters()) == SPEC_PARAM_COUNT == 17_073_665
+    assert sum(p.numel() for p in model.parameters()) == PUBLISHED_PARAM_COUNT == 17_073_665
 
 
-# SPEC §2 "State-dict keys", expanded by hand (not derived from any module).
-SPEC_KEYS = """
+# docs/reference.md §3 (state-dict keys), expanded by hand (not derived from any module).
+PUBLISHED_KEYS = """
 fusion.modality_projections.clip.weight fusion.modality_projections.clip.bias
 fusion.modality_projections.t5.weight fusion.modality_projections.t5.bias
 fusion.modality_embeddings
@@ -79,10 +79,10 @@ decoders.t5.8.weight decoders.t5.8.bias
 
 def test_state_dict_keys_and_shapes_equal_spec_table():
     sd = LyraVAE().state_dict()
-    assert len(SPEC_KEYS) == len(set(SPEC_KEYS)) == 52
-    assert set(sd) == set(SPEC_KEYS)
-    expected = spec_shapes()  # the fixture's shape table, also written out from SPEC §2
-    assert set(expected) == set(SPEC_KEYS)
+    assert len(PUBLISHED_KEYS) == len(set(PUBLISHED_KEYS)) == 52
+    assert set(sd) == set(PUBLISHED_KEYS)
+    expected = spec_shapes()  # the fixture's shape table, also written out from docs/reference.md §3
+    assert set(expected) == set(PUBLISHED_KEYS)
     for key, shape in expected.items():
         assert tuple(sd[key].shape) == shape, key
 
@@ -95,8 +95,8 @@ def test_buffers_dtypes_and_persistence():
     buffers = dict(model.named_buffers())
     assert set(buffers) == {"fusion.modality_cantor_coords", "fusion.modality_routes"}
     assert sd["fusion.temperature"].shape == () and math.isclose(sd["fusion.temperature"].item(), 0.07, rel_tol=1e-6)
-    assert sd["fusion.modality_cantor_coords"].tolist() == SPEC_COORDS_M2
-    assert sd["fusion.modality_routes"].tolist() == SPEC_ROUTES_M2
+    assert sd["fusion.modality_cantor_coords"].tolist() == CANTOR_COORDS_M2
+    assert sd["fusion.modality_routes"].tolist() == CANTOR_ROUTES_M2
 
 
 def test_layer_types_exact_gelu_and_layernorm_eps():
@@ -129,7 +129,7 @@ def test_cantor_one_modality():
 
 
 def _spec_coordinate(i: int, m: int) -> float:
-    """SPEC §2 step 3, re-derived: digits of the clamped x in base 3, digit 2 at k adds 2^-k."""
+    """docs/reference.md §3 step 3, re-derived: digits of the clamped x in base 3, digit 2 at k adds 2^-k."""
     x = min(max(i / max(1, m - 1), 1e-6), 1 - 1e-6)
     total = 0.0
     for k in range(1, 9):
@@ -190,7 +190,7 @@ def test_loaded_routes_are_authoritative(full_state):
 def reference_forward(
     state: dict[str, torch.Tensor], inputs: dict[str, torch.Tensor], heads: int = 8
 ) -> dict[str, torch.Tensor]:
-    """SPEC §2 forward in float64 from the raw state dict: explicit loops over
+    """docs/reference.md §3 forward in float64 from the raw state dict: explicit loops over
     modalities, heads and routes; no module code is shared with ``lyra``."""
     sd = {k: v.to(torch.float64) if v.is_floating_point() else v for k, v in state.items()}
     names = ["clip", "t5"]

@@ -1,4 +1,5 @@
-"""Unit tests of the node-facing helpers: prompt cleaning, token fitting, blend, chunks (SPEC §2 "Inference")."""
+"""Unit tests of the node-facing helpers: prompt cleaning, token fitting, blend, chunks (docs/reference.md §3,
+"Inference")."""
 
 from __future__ import annotations
 

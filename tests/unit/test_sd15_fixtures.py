@@ -152,8 +152,8 @@ def test_training_state_is_cuda_tagged(tiny):
 
 
 def test_fixture_shapes_equal_comfyui_modules_without_comfy_import():
-    """Counts that document the sizes (SPEC §3); the per-key check against ComfyUI is below."""
-    full = fx.ldm_unet_shapes(fx.UNET_SPECS["full"])
+    """Counts that document the sizes (docs/reference.md §4); the per-key check against ComfyUI is below."""
+    full = fx.ldm_unet_shapes(fx.UNET_ARCHS["full"])
     assert len(full) == 686
     assert sum(torch.Size(s).numel() for s in full.values()) == 859_520_964
     assert sum(torch.Size(s).numel() for s in fx.taesd_shapes().values()) == 2_445_065
@@ -171,7 +171,7 @@ def test_shapes_match_comfyui():
     def shapes(module):
         return {k: tuple(v.shape) for k, v in module.state_dict().items()}
 
-    for spec in list(fx.UNET_SPECS.values()) + list(fx.FOREIGN_SPECS.values()):
+    for spec in list(fx.UNET_ARCHS.values()) + list(fx.FOREIGN_ARCHS.values()):
         assert shapes(UNetModel(**spec.comfy_unet_config(), device="meta")) == fx.ldm_unet_shapes(spec), spec
     clip = {k.removeprefix("transformer.text_model."): s
             for k, s in shapes(comfy.sd1_clip.SDClipModel(device="meta")).items()}
