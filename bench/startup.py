@@ -10,6 +10,7 @@ Target: the pack adds ≤ 0.3 s.
 """
 from __future__ import annotations
 
+import os
 import shutil
 import sys
 import tempfile
@@ -65,7 +66,7 @@ def child_import() -> None:
     ok = asyncio.run(nodes.load_custom_node(str(PACK_DIR)))
     seconds = time.perf_counter() - start
     # ComfyUI registers the pack itself under its directory path; list only what the pack pulls in
-    new = sorted({m.split(".")[0] for m in set(sys.modules) - before if not m.startswith(str(PACK_DIR))})
+    new = sorted({m.split(".")[0] for m in set(sys.modules) - before if os.sep not in m and "/" not in m})
     child_report(seconds=seconds, ok=bool(ok), new_top_level=new)
 
 
