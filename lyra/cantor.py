@@ -30,14 +30,12 @@ applied to the attention weights and to the output) is a no-op in eval mode.
 
 from __future__ import annotations
 
-import logging
 import math
 from typing import Mapping
 
 import torch
 from torch import nn
 
-logger = logging.getLogger("lune.lyra")
 
 __all__ = [
     "CANTOR_DEPTH",

@@ -26,7 +26,6 @@ attention scores are divided by |τ| ≈ 0.07, so fp16 risks overflow.
 
 from __future__ import annotations
 
-import logging
 from typing import Mapping
 
 import torch
@@ -36,7 +35,6 @@ from .cantor import CantorFusion
 from .config import LyraConfig
 from .errors import LyraInputError
 
-logger = logging.getLogger("lune.lyra")
 
 __all__ = ["LyraVAE", "MODES"]
 

@@ -1,7 +1,6 @@
 """The author's Euler on the author's σ grid, as SAMPLER + SIGMAS and in the stock KSampler lists."""
 from __future__ import annotations
 
-import logging
 
 import comfy.k_diffusion.sampling
 import comfy.samplers
@@ -11,7 +10,6 @@ from ..lune.sampling import sample_lune_euler
 from ..lune.schedule import flow_sigmas, sol_sigmas
 from .sampling_patches import SolSampling, describe_sampling, is_flow
 
-log = logging.getLogger("lune")
 
 SAMPLER_NAME = "lune_euler"
 SCHEDULER_NAME = "lune_flow"
