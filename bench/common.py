@@ -45,6 +45,16 @@ def run_child(module: str, *args: str, timeout: float = 1800) -> dict:
     return out
 
 
+def boot_comfy(base: Path):
+    """The in-process ComfyUI (pack loaded) over a fresh base directory ``base``."""
+    from testbed.env import make_base_dir
+    from testbed.inprocess import InProcessComfy, configure_args
+
+    make_base_dir(base)
+    configure_args(base)
+    return InProcessComfy(base)
+
+
 def median(values) -> float:
     return statistics.median(values)
 

@@ -20,20 +20,11 @@ from pathlib import Path
 
 import torch
 
-from bench.common import machine_line, median, write_results
+from bench.common import boot_comfy, machine_line, median, write_results
 
 TARGET = 1.05
 SCALE, SIZE = 1.5, 256
 PAIRS = (("sd15", "flux"), ("flux", "sd15"), ("sd15", "sdxl"))
-
-
-def _boot(base: Path):
-    from testbed.env import make_base_dir
-    from testbed.inprocess import InProcessComfy, configure_args
-
-    make_base_dir(base)
-    configure_args(base)
-    return InProcessComfy(base)
 
 
 def main(argv: list[str] | None = None) -> str:
@@ -51,7 +42,7 @@ def main(argv: list[str] | None = None) -> str:
     from testbed.fixtures.sdxl_files import build_tiny_vae_files
 
     with tempfile.TemporaryDirectory(prefix="lune-bench-handoff-") as tmp:
-        comfy = _boot(Path(tmp) / "base")
+        comfy = boot_comfy(Path(tmp) / "base")
         nodes = comfy.nodes
         vae_files = build_tiny_vae_files(None)
         ckpt = place_model(comfy.base_dir, "checkpoints", build_sd15_fixtures(None, "tiny").single_file, "lune.sft")

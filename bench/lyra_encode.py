@@ -26,7 +26,7 @@ from pathlib import Path
 
 import torch
 
-from bench.common import machine_line, median, write_results
+from bench.common import boot_comfy, machine_line, median, write_results
 
 PROMPT = "a watercolor painting of a lighthouse on a cliff at dusk, soft light, seagulls, dramatic clouds"
 TARGET = 0.25
@@ -49,15 +49,6 @@ def _time_interleaved(fns: dict, runs: int, warmup: int = 2) -> tuple[dict, list
     return {name: median([r[name] for r in rounds]) for name in fns}, rounds
 
 
-def _boot(base: Path):
-    from testbed.env import make_base_dir
-    from testbed.inprocess import InProcessComfy, configure_args
-
-    make_base_dir(base)
-    configure_args(base)
-    return InProcessComfy(base)
-
-
 def main(argv: list[str] | None = None) -> str:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=7)
@@ -73,7 +64,7 @@ def main(argv: list[str] | None = None) -> str:
 
     with tempfile.TemporaryDirectory(prefix="lune-bench-lyra-") as tmp:
         tmp = Path(tmp)
-        comfy = _boot(tmp / "base")
+        comfy = boot_comfy(tmp / "base")
         lyra_dir = tmp / "lyra"
         lyra_dir.mkdir()
         lyra_files.write_trainer_pt(lyra_dir / "model.pt", lyra_files.random_state_dict(seed=0))
