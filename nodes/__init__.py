@@ -6,6 +6,7 @@ from .convert import LuneConvertToSafetensors
 from .latent import LuneLatentMultiply
 from .loader import LuneModelLoader
 from .lyra import LyraEncode, LyraLoader
+from .merge import LuneMergeModels
 from .sampler import LuneSamplerAdapter
 from .shift import LuneShift
 
@@ -15,6 +16,7 @@ NODE_CLASS_MAPPINGS = {
     "LuneLatentMultiply": LuneLatentMultiply,
     "LuneSamplerAdapter": LuneSamplerAdapter,
     "LuneConvertToSafetensors": LuneConvertToSafetensors,
+    "LuneMergeModels": LuneMergeModels,
     "LyraLoader": LyraLoader,
     "LyraEncode": LyraEncode,
 }
@@ -24,6 +26,7 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "LuneLatentMultiply": "Lune Latent Multiply",
     "LuneSamplerAdapter": "Lune Sampler Adapter",
     "LuneConvertToSafetensors": "Lune Convert to Safetensors",
+    "LuneMergeModels": "Lune Merge Models",
     "LyraLoader": "Load Lyra (CLIP+T5 fusion)",
     "LyraEncode": "Lyra Encode (CLIP-L + T5)",
 }

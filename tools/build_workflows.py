@@ -247,6 +247,47 @@ def lune_lyra(model=DEFAULT_MODEL, companion=DEFAULT_COMPANION, t5_file="t5_base
     return g.to_json()
 
 
+NOTE_MERGE = """Lune Merge Models: many Lune/SD1.5 checkpoints -> one new checkpoint, then sampled as Lune.
+
+1. Put the checkpoints in models/checkpoints. base_name = theta0; models = one name or glob per line
+   (relative to models/checkpoints; the base is skipped if matched).
+2. method tgmd = the AstolfoMix-XL recipe: DROP p=0.1 (seeded), TIES-SOUP sign vote, geometric median,
+   strength 1.0. ties (density < 1 trims), ties_soup, dare/drop, geometric_median, task_arithmetic too.
+3. Memory stays at a few copies of the largest tensor, however many models. Time grows with models x
+   passes: each Weiszfeld iteration re-reads every model (lower max_iterations for a faster merge).
+4. Writes models/checkpoints/<output_name>.safetensors (recipe in its metadata); an existing file is never
+   overwritten: change output_name for the next merge.
+5. Lune Flow Shift 2.0 makes the merged SD1.5 sample as rectified flow; euler + simple, 25 steps, CFG 7.5."""
+
+
+def lune_merge(models="lune_a.safetensors\nlune_b.safetensors", steps=25, cfg=7.5, size=512, seed=42) -> dict:
+    g = UiGraph()
+    g.add("Note", [NOTE_MERGE], pos=(20, 20), size=(420, 330), title="Read me")
+    merge = g.add("LuneMergeModels", ["lune_base.safetensors", models, "tgmd", 1.0, 0.1, 1.0, 0, "fixed", 100,
+                                      "lune_merge"], pos=(20, 380), size=(420, 360),
+                  outputs=[("MODEL", "MODEL"), ("CLIP", "CLIP"), ("VAE", "VAE")], color=LUNE_COLOR)
+    shift = g.add("LuneShift", [2.0], pos=(20, 770), size=(420, 90), inputs=[("model", "MODEL")],
+                  outputs=[("MODEL", "MODEL")], color=LUNE_COLOR)
+    pos_ = g.add("CLIPTextEncode", ["a watercolor painting of a lighthouse on a cliff at dusk, soft light"],
+                 pos=(470, 20), size=(400, 160), title="Positive", inputs=[("clip", "CLIP")],
+                 outputs=[("CONDITIONING", "CONDITIONING")])
+    neg = g.add("CLIPTextEncode", [""], pos=(470, 210), size=(400, 120), title="Negative",
+                inputs=[("clip", "CLIP")], outputs=[("CONDITIONING", "CONDITIONING")])
+    latent = g.add("EmptyLatentImage", [size, size, 1], pos=(470, 360), size=(320, 110),
+                   outputs=[("LATENT", "LATENT")])
+    g.connect(merge, 0, shift, "model")
+    g.connect(merge, 1, pos_, "clip")
+    g.connect(merge, 1, neg, "clip")
+    ks = _ksampler(g, shift, pos_, neg, latent, [seed, "fixed", steps, cfg, "euler", "simple", 1.0])
+    dec = g.add("VAEDecode", [], pos=(1250, 20), size=(220, 50), inputs=[("samples", "LATENT"), ("vae", "VAE")],
+                outputs=[("IMAGE", "IMAGE")])
+    save = g.add("SaveImage", ["lune_merge"], pos=(1250, 110), size=(400, 420), inputs=[("images", "IMAGE")])
+    g.connect(ks, 0, dec, "samples")
+    g.connect(merge, 2, dec, "vae")
+    g.connect(dec, 0, save, "images")
+    return g.to_json()
+
+
 WORKFLOWS = {
     "lune_txt2img": lune_txt2img,
     "lune_flux_txt2img": lune_flux_txt2img,
@@ -255,6 +296,7 @@ WORKFLOWS = {
     "lune_sampler_adapter": lune_sampler_adapter,
     "lune_res4lyf": lune_res4lyf,
     "lune_lyra": lune_lyra,
+    "lune_merge": lune_merge,
 }
 DEFAULT_WORKFLOW = "lune_txt2img"
 
