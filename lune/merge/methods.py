@@ -52,6 +52,7 @@ METHODS = ("task_arithmetic", "ties", "ties_soup", "dare", "drop", "geometric_me
 ACCUMULATION_DTYPE = torch.float64
 WEISZFELD_EPS = 1e-6
 WEISZFELD_FTOL = 1e-20
+NO_SIGN = 2  # elected sign where the vote ties (γ = 0)
 
 
 @dataclass(frozen=True)
@@ -126,13 +127,13 @@ class KeyMerge:
         tau = self.delta(i)
         p = self.params
         if p.method in ("dare", "drop", "tgmd") and p.drop_rate > 0:
-            tau.mul_(keep_mask(p.seed, i, self.key, tau.shape, p.drop_rate))
+            tau.masked_fill_(keep_mask(p.seed, i, self.key, tau.shape, p.drop_rate).logical_not_(), 0.0)
             if p.method == "dare":
                 tau.div_(1.0 - p.drop_rate)
         elif p.method == "ties" and p.density < 1.0:
             if i not in self._thresholds:
                 self._thresholds[i] = kth_largest_magnitude(tau, p.density)
-            tau.mul_(tau.abs() >= self._thresholds[i])
+            tau.masked_fill_(tau.abs() < self._thresholds[i], 0.0)
         return tau
 
     # ------------------------------------------------------------------------------------------------ passes
@@ -144,7 +145,9 @@ class KeyMerge:
         return total.div_(self.count)
 
     def elected_sign(self, vote: str) -> torch.Tensor:
-        """γ as int8: ``magnitude`` = sgn Σ τ̂ᵢ (float64 sum); ``sign_count`` = sgn Σ sgn τ̂ᵢ (int32 count)."""
+        """γ as int8: ``magnitude`` = sgn Σ τ̂ᵢ (float64 sum); ``sign_count`` = sgn Σ sgn τ̂ᵢ (int32 count).
+
+        Where the vote is a tie (γ = 0) the value is ``NO_SIGN`` (2), which no sgn τ̂ᵢ equals."""
         if vote == "magnitude":
             total = torch.zeros_like(self.base)
             for i in range(self.count):
@@ -153,13 +156,13 @@ class KeyMerge:
             total = torch.zeros(self.base.shape, dtype=torch.int32)
             for i in range(self.count):
                 total.add_(torch.sign(self.transformed(i)).to(torch.int32))
-        return torch.sign(total).to(torch.int8)
+        return torch.sign(total).to(torch.int8).masked_fill_(total == 0, NO_SIGN)
 
     def filtered(self, i: int, gamma: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(fᵢ, agreement): fᵢ = τ̂ᵢ·[sgn τ̂ᵢ = γ], agreement = [sgn τ̂ᵢ = γ ≠ 0]."""
         tau = self.transformed(i)
-        agree = (torch.sign(tau).to(torch.int8) == gamma).logical_and_(gamma != 0)
-        return tau.mul_(agree), agree
+        agree = torch.sign(tau).to(torch.int8) == gamma  # γ = 0 is stored as NO_SIGN: never agrees
+        return tau.masked_fill_(agree.logical_not(), 0.0), agree
 
     def disjoint_mean(self, gamma: torch.Tensor) -> torch.Tensor:
         total = torch.zeros_like(self.base)

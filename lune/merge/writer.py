@@ -64,6 +64,9 @@ class SafetensorsStreamWriter:
             raise LuneError(f"{self.dst} already exists; nothing was overwritten. Choose another output name.")
         folder = os.path.dirname(os.path.abspath(self.dst))
         fd, self._tmp = tempfile.mkstemp(prefix=".lune-merge-", suffix=".partial", dir=folder)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.fchmod(fd, 0o666 & ~umask)  # a model file like any other, not mkstemp's private 0600
         self._file = os.fdopen(fd, "wb")
         self._file.write(build_header(self.infos, self.metadata))
         return self
