@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import logging
 
+import comfy.model_management
 import comfy.sd
 import comfy.utils
 import folder_paths
@@ -63,8 +64,12 @@ class LuneMergeModels:
         params = MergeParams(method=method, density=density, drop_rate=drop_rate, strength=strength, seed=seed,
                              max_iterations=max_iterations)
         bar = comfy.utils.ProgressBar(1)
-        merge_models(base, model_paths, dst, params,
-                     progress=lambda done, total, key: bar.update_absolute(done, total),
+
+        def progress(done: int, total: int, key: str) -> None:
+            bar.update_absolute(done, total)
+            comfy.model_management.throw_exception_if_processing_interrupted()  # Cancel: the partial file is removed
+
+        merge_models(base, model_paths, dst, params, progress=progress,
                      metadata={"lune.merge.node": json.dumps({"base_name": base_name, "models": models})})
         out = comfy.sd.load_checkpoint_guess_config(dst, output_vae=True, output_clip=True,
                                                     embedding_directory=folder_paths.get_folder_paths("embeddings"))
