@@ -8,6 +8,7 @@ from .handoff import LuneLatentHandoff
 from .latent import LuneLatentMultiply
 from .loader import LuneModelLoader
 from .lyra_nodes import LyraEncode, LyraLoader
+from .merge import LuneMergeModels
 from .sampler import LuneSamplerAdapter
 from .shift import LuneShift
 
@@ -18,6 +19,7 @@ NODE_CLASS_MAPPINGS = {
     "LuneLatentHandoff": LuneLatentHandoff,
     "LuneSamplerAdapter": LuneSamplerAdapter,
     "LuneConvertToSafetensors": LuneConvertToSafetensors,
+    "LuneMergeModels": LuneMergeModels,
     "LyraLoader": LyraLoader,
     "LyraEncode": LyraEncode,
     "LuneDiscreteSchedule": LuneDiscreteSchedule,
@@ -29,6 +31,7 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "LuneLatentHandoff": "Lune Latent Hand-off",
     "LuneSamplerAdapter": "Lune Sampler Adapter",
     "LuneConvertToSafetensors": "Lune Convert to Safetensors",
+    "LuneMergeModels": "Lune Merge Models",
     "LyraLoader": "Load Lyra (CLIP+T5 fusion)",
     "LyraEncode": "Lyra Encode (CLIP-L + T5)",
     "LuneDiscreteSchedule": "Lune Discrete Schedule (betas · v-pred · ZTSNR)",

@@ -437,6 +437,49 @@ def sdxl_vpred_ztsnr(checkpoint=SQCU_CHECKPOINT, steps=25, cfg=5.0, size=1024, s
     return g.to_json()
 
 
+NOTE_MERGE = """Lune Merge Models: many Lune/SD1.5 checkpoints -> one new checkpoint, then sampled as Lune.
+
+1. Put the checkpoints in models/checkpoints. base_name = theta0, here SD1.5 (v1-5-pruned-emaonly-fp16:
+   the Missing Models dialog offers it); models = one name or glob per line (relative to
+   models/checkpoints; the base is skipped if matched), e.g. single-file Lune finetunes.
+2. method tgmd = the AstolfoMix-XL recipe: DROP p=0.1 (seeded), TIES-SOUP sign vote, geometric median,
+   strength 1.0. ties (density < 1 trims), ties_soup, dare/drop, geometric_median, task_arithmetic too.
+3. Memory stays at a few copies of the largest tensor, however many models. Time grows with models x
+   passes: each Weiszfeld iteration re-reads every model (lower max_iterations for a faster merge).
+4. Writes models/checkpoints/<output_name>.safetensors (recipe in its metadata); an existing file is never
+   overwritten: change output_name for the next merge.
+5. Lune Flow Shift 2.0 makes the merged SD1.5 sample as rectified flow; euler + simple, 25 steps, CFG 7.5."""
+
+
+def lune_merge(models="lune_a.safetensors\nlune_b.safetensors", steps=25, cfg=7.5, size=512, seed=42) -> dict:
+    g = UiGraph()
+    _read_me(g, NOTE_MERGE, notes_zh.NOTE_MERGE_ZH)
+    merge = g.add("LuneMergeModels", [DEFAULT_COMPANION.name, models, "tgmd", 1.0, 0.1, 1.0, 0, "fixed", 100,
+                                      "lune_merge"], pos=(20, 380), size=(420, 360),
+                  outputs=[("MODEL", "MODEL"), ("CLIP", "CLIP"), ("VAE", "VAE")], color=LUNE_COLOR,
+                  models=_sources(DEFAULT_COMPANION))
+    shift = g.add("LuneShift", [2.0], pos=(20, 770), size=(420, 90), inputs=[("model", "MODEL")],
+                  outputs=[("MODEL", "MODEL")], color=LUNE_COLOR)
+    pos_ = g.add("CLIPTextEncode", ["a watercolor painting of a lighthouse on a cliff at dusk, soft light"],
+                 pos=(470, 20), size=(400, 160), title="Positive", inputs=[("clip", "CLIP")],
+                 outputs=[("CONDITIONING", "CONDITIONING")])
+    neg = g.add("CLIPTextEncode", [""], pos=(470, 210), size=(400, 120), title="Negative",
+                inputs=[("clip", "CLIP")], outputs=[("CONDITIONING", "CONDITIONING")])
+    latent = g.add("EmptyLatentImage", [size, size, 1], pos=(470, 360), size=(320, 110),
+                   outputs=[("LATENT", "LATENT")])
+    g.connect(merge, 0, shift, "model")
+    g.connect(merge, 1, pos_, "clip")
+    g.connect(merge, 1, neg, "clip")
+    ks = _ksampler(g, shift, pos_, neg, latent, [seed, "fixed", steps, cfg, "euler", "simple", 1.0])
+    dec = g.add("VAEDecode", [], pos=(1250, 20), size=(220, 50), inputs=[("samples", "LATENT"), ("vae", "VAE")],
+                outputs=[("IMAGE", "IMAGE")])
+    save = g.add("SaveImage", ["lune_merge"], pos=(1250, 110), size=(400, 420), inputs=[("images", "IMAGE")])
+    g.connect(ks, 0, dec, "samples")
+    g.connect(merge, 2, dec, "vae")
+    g.connect(dec, 0, save, "images")
+    return g.to_json()
+
+
 WORKFLOWS = {
     "lune_txt2img": lune_txt2img,
     "lune_flux_txt2img": lune_flux_txt2img,
@@ -449,6 +492,7 @@ WORKFLOWS = {
     "sdxl_to_lune_refine": sdxl_to_lune_refine,
     "lune_to_sdxl_refine": lune_to_sdxl_refine,
     "sdxl_vpred_ztsnr": sdxl_vpred_ztsnr,
+    "lune_merge": lune_merge,
 }
 DEFAULT_WORKFLOW = "lune_txt2img"
 

@@ -110,3 +110,16 @@ v 预测，scaled_linear beta 0.00085 -> 0.024（原版 0.012），并重缩放�
    CFG 5；颜色过饱和就调低，或在 KSampler 前加 RescaleCFG（0.7）（Lin 等，2023）。
    避免 heun/dpm2：据报告依赖 sigma_max 的采样器在 ZTSNR 调度上会崩坏。
 4. 其他重新训练的模型请用其模型卡上的 beta；只有训练时用了 ZTSNR 才开启 zero_terminal_snr。"""
+
+NOTE_MERGE_ZH = """Lune 模型合并：把多个 Lune/SD1.5 检查点合并成一个新检查点，再按 Lune 采样。
+
+1. 把检查点放进 models/checkpoints。base_name = theta0，这里是 SD1.5（v1-5-pruned-emaonly-fp16：
+   缺失模型对话框会提供下载）；models = 每行一个文件名或通配符（相对于 models/checkpoints；
+   匹配到基础模型时会跳过），例如单文件的 Lune 微调模型。
+2. 方法 tgmd = AstolfoMix-XL 的配方：DROP p=0.1（由种子决定）、TIES-SOUP 符号投票、几何中位数，
+   强度 1.0。也可选 ties（density < 1 时裁剪）、ties_soup、dare/drop、geometric_median、task_arithmetic。
+3. 内存只占最大张量的几份拷贝，与模型数量无关。时间随“模型数 × 遍数”增长：几何中位数的每次迭代
+   都会重新读取所有模型（调低 max_iterations 可加快合并）。
+4. 写入 models/checkpoints/<output_name>.safetensors（配方保存在元数据中）；已存在的文件绝不会被覆盖：
+   下次合并请更换 output_name。
+5. 接“Lune 流偏移” 2.0，让合并后的 SD1.5 按整流模型采样；euler + simple，25 步，CFG 7.5。"""

@@ -34,7 +34,8 @@ CLOWNSHARK_WIDGETS = [0.5, "multistep/res_2m", "beta57", 25, -1, 1.0, 7.5, 42, "
 FLOW_SCHEDULERS = {"simple", "normal", "sgm_uniform", "beta", "kl_optimal", "lune_flow", "beta57"}
 CONTROL_VALUES = {"fixed", "increment", "decrement", "randomize"}
 # Widgets whose values are file names on the author's machine; the tests replace them with fixture names.
-MODEL_FILE_INPUTS = {"model_name", "clip_vae_from", "lyra_name", "clip_name", "ckpt_name", "vae_name", "unet_name"}
+MODEL_FILE_INPUTS = {"model_name", "clip_vae_from", "lyra_name", "clip_name", "ckpt_name", "vae_name", "unet_name",
+                     "base_name"}
 # Execution at test size: (class_type → input overrides); steps are capped at 4.
 SHRINK = {"EmptyLatentImage": {"width": 64, "height": 64}, "ImageScale": {"width": 64, "height": 64},
           "LuneLatentHandoff": {"scale": 1.0}}
@@ -62,6 +63,12 @@ def server(tmp_path_factory, tiny_sd15):
     else:  # a user's own ComfyUI without the shipped example: any RGB picture does
         Image.new("RGB", (96, 96), (90, 120, 200)).save(base / "input" / build_workflows.EXAMPLE_IMAGE)
     fixtures = {"checkpoint": place_model(base, "checkpoints", tiny_sd15.single_file, "lune_tiny_single.safetensors")}
+    if _uses("LuneMergeModels"):  # merge workflows: two more tiny single files (other seeds) to merge onto the base
+        from testbed.fixtures.sd15_files import build_sd15_fixtures
+
+        fixtures["merge_models"] = [
+            place_model(base, "checkpoints", build_sd15_fixtures(None, "tiny", seed=k).single_file,
+                        f"lune_tiny_seed{k}.safetensors") for k in (1, 2)]
     if _uses("Lyra"):  # a Lyra workflow: random-weight Lyra + t5-base fixtures as in test_lyra_comfy.py
         from testbed.fixtures import lyra_files
         from testbed.fixtures.t5_files import build_t5_base
@@ -138,6 +145,7 @@ MODEL_FOLDERS = {
     ("CheckpointLoaderSimple", "ckpt_name"): {"checkpoints"},
     ("VAELoader", "vae_name"): {"vae"},
     ("UNETLoader", "unet_name"): {"diffusion_models"},
+    ("LuneMergeModels", "base_name"): {"checkpoints"},
 }
 NOT_A_FILE = {"(from model file)"}
 # No verified file to point a download at: Sol's author publishes per-epoch training states with no fixed file name;
@@ -289,6 +297,9 @@ def api_prompt(server, name: str) -> dict:
                                        if o.startswith(fx["lyra"]))
         elif cls == "CheckpointLoaderSimple":
             inputs["ckpt_name"] = fx["sdxl"]
+        elif cls == "LuneMergeModels":  # 2 Weiszfeld passes: each re-reads every model (CLIP-L is full size)
+            inputs.update(base_name=fx["checkpoint"], models="\n".join(fx["merge_models"]), max_iterations=2,
+                          output_name=f"wf_{name}_{node_id}")
         elif cls == "CLIPLoader" and "t5" in fx:
             inputs["clip_name"] = fx["t5"]
         inputs.update(SHRINK.get(cls, {}))

@@ -1,0 +1,280 @@
+"""lune.merge on small random checkpoints against a naive in-memory float64 implementation written here.
+
+The reference stacks every model's task vectors per key (N × tensor) and applies the published formulas
+directly (TIES arXiv 2306.01708 via ``topk``; Weiszfeld arXiv 1912.13445 on the stack); the library streams one
+model at a time. Run with ``-s`` to see the measured errors.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
+
+from lune.errors import LuneError, UnsafeCheckpointError, UnsupportedModelError
+from lune.merge import RECIPE_METADATA_KEY, MergeParams, keep_mask, merge_models
+from lune.merge.__main__ import main as cli_main
+from testbed.fixtures.sd15_files import write_malicious_pt
+
+RTOL = 1e-12  # float64 end to end: only summation order differs between streaming and stacking
+# Weiszfeld stopped by its objective test: the objective is flat to second order at the median, so where the
+# stop happens depends on rounding, and the median is only determined to ~sqrt(2^-52) ≈ 1.5e-8 relative there.
+# Runs that do not stop early (few iterations) are held to RTOL.
+CONVERGED_MEDIAN_RTOL = 1e-6
+SHAPES = {"blocks.0.weight": (6, 5), "blocks.0.conv.weight": (4, 3, 3, 3), "blocks.0.bias": (11,),
+          "scale": (), "emb.weight": (40, 8)}
+N_MODELS = 4
+
+
+def random_model(seed: int, dtype=torch.float64, base: dict | None = None) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(1000 + seed)
+    out = {}
+    for key, shape in SHAPES.items():
+        noise = torch.randn(shape, generator=g, dtype=torch.float64)
+        out[key] = (noise if base is None else base[key].double() + 0.1 * noise).to(dtype)
+    return out
+
+
+@pytest.fixture()
+def files(tmp_path) -> tuple[Path, list[Path], dict, list[dict]]:
+    base = random_model(0)
+    base_file = dict(base, position_ids=torch.arange(7, dtype=torch.int64).reshape(1, 7),
+                     only_in_base=torch.ones(3, dtype=torch.float64))
+    save_file(base_file, tmp_path / "base.safetensors")
+    models, paths = [], []
+    for i in range(1, N_MODELS + 1):
+        m = random_model(i, base=base)
+        m["position_ids"] = torch.arange(7, dtype=torch.int64).reshape(1, 7) + i  # non-float: never merged
+        models.append(m)
+        paths.append(tmp_path / f"model{i}.safetensors")
+        save_file(m, paths[-1])
+    return tmp_path / "base.safetensors", paths, base, models
+
+
+# ------------------------------------------------------------------------------------ naive reference (stacking)
+
+def naive_merge(base: dict, models: list[dict], method: str, density=1.0, strength=1.0, iterations=100):
+    out = {}
+    for key in SHAPES:
+        b = base[key].double()
+        tau = torch.stack([m[key].double() - b for m in models]).reshape(len(models), -1)
+        if method == "task_arithmetic":
+            merged = tau.mean(0)
+        elif method in ("ties", "ties_soup"):
+            if method == "ties":
+                k = max(1, math.ceil(density * tau.shape[1]))
+                keep = torch.zeros_like(tau, dtype=torch.bool)
+                keep.scatter_(1, tau.abs().topk(k, dim=1).indices, True)
+                tau = tau * keep
+                gamma = torch.sign(tau.sum(0))
+            else:
+                gamma = torch.sign(torch.sign(tau).sum(0))
+            agree = (torch.sign(tau) == gamma) & (gamma != 0)
+            merged = (tau * agree).sum(0) / agree.sum(0).clamp(min=1)
+        else:  # geometric_median, tgmd without dropout
+            if method == "tgmd":
+                gamma = torch.sign(torch.sign(tau).sum(0))
+                tau = tau * (torch.sign(tau) == gamma)
+            merged = weiszfeld(tau, iterations)
+        out[key] = b + strength * merged.reshape(b.shape)
+    return out
+
+
+def weiszfeld(points: torch.Tensor, iterations: int, eps=1e-6, ftol=1e-20) -> torch.Tensor:
+    median = points.mean(0)
+    previous = None
+    for _ in range(iterations):
+        distances = (points - median).norm(dim=1)
+        objective = float(distances.sum())
+        if previous is not None and abs(previous - objective) <= ftol * objective:
+            break
+        previous = objective
+        weights = 1.0 / distances.clamp(min=eps)
+        median = (weights[:, None] * points).sum(0) / weights.sum()
+    return median
+
+
+def relative_error(out: dict, ref: dict, base: dict) -> float:
+    worst = 0.0
+    for key in SHAPES:
+        ref_delta = ref[key] - base[key].double()
+        scale = float(ref_delta.abs().max()) or 1.0
+        worst = max(worst, float((out[key].double() - ref[key]).abs().max()) / scale)
+    return worst
+
+
+# ------------------------------------------------------------------------------------------------- exactness
+
+EXACT_CASES = [
+    ("task_arithmetic", {"strength": 0.7}),
+    ("ties", {"density": 0.3, "strength": 1.0}),
+    ("ties", {"density": 1.0, "strength": 1.2}),
+    ("ties_soup", {}),
+    ("geometric_median", {}),
+    ("geometric_median", {"max_iterations": 3}),
+    ("tgmd", {"drop_rate": 0.0}),
+    ("tgmd", {"drop_rate": 0.0, "max_iterations": 4, "strength": 0.5}),
+]
+
+
+@pytest.mark.parametrize("method,options", EXACT_CASES, ids=[f"{m}-{o}" for m, o in EXACT_CASES])
+def test_streaming_equals_naive_float64(files, tmp_path, method, options):
+    base_path, paths, base, models = files
+    params = MergeParams(method=method, **options)
+    out_path = tmp_path / "merged.safetensors"
+    seen = []
+    merge_models(str(base_path), [str(p) for p in paths], str(out_path), params,
+                 progress=lambda done, total, key: seen.append((done, total)))
+    out = load_file(out_path)
+    ref = naive_merge(base, models, method, density=params.density, strength=params.strength,
+                      iterations=params.max_iterations)
+    err = relative_error(out, ref, base)
+    converged = method in ("geometric_median", "tgmd") and params.max_iterations > 10
+    rtol = CONVERGED_MEDIAN_RTOL if converged else RTOL
+    print(f"{method} {options}: max|Δ| / max|ref τₘ| = {err:.2e} (rtol {rtol:.0e})")
+    assert err <= rtol
+    # changes happened, copies did not
+    assert any(not torch.equal(out[k], base[k]) for k in SHAPES)
+    assert torch.equal(out["position_ids"], torch.arange(7).reshape(1, 7))
+    assert torch.equal(out["only_in_base"], torch.ones(3, dtype=torch.float64))
+    assert seen[-1] == (len(SHAPES) + 2, len(SHAPES) + 2) and len(seen) == len(SHAPES) + 2
+
+
+def test_ties_density_trims_each_model_to_its_top_k(files, tmp_path):
+    """One model: TIES keeps exactly ⌈density·n⌉ elements of each tensor, the largest |τ|."""
+    base_path, paths, base, models = files
+    out_path = tmp_path / "one.safetensors"
+    merge_models(str(base_path), [str(paths[0])], str(out_path), MergeParams(method="ties", density=0.25))
+    out = load_file(out_path)
+    for key in SHAPES:
+        delta = (out[key] - base[key]).reshape(-1)
+        tau = (models[0][key] - base[key]).reshape(-1)
+        k = max(1, math.ceil(0.25 * tau.numel()))
+        assert int((delta != 0).sum()) == k
+        assert torch.equal(delta[delta != 0], tau[delta != 0])
+        dropped = tau.abs()[delta == 0]
+        if dropped.numel():
+            assert float(dropped.max()) <= float(tau.abs()[delta != 0].min())
+
+
+# -------------------------------------------------------------------------------------------- dropout methods
+
+def big_pair(tmp_path: Path, count: int) -> tuple[Path, list[Path], dict, list[dict]]:
+    g = torch.Generator().manual_seed(7)
+    base = {"w": torch.randn(300, 200, generator=g, dtype=torch.float64)}
+    save_file(base, tmp_path / "b.safetensors")
+    models, paths = [], []
+    for i in range(count):
+        models.append({"w": base["w"] + torch.randn(300, 200, generator=g, dtype=torch.float64)})
+        paths.append(tmp_path / f"m{i}.safetensors")
+        save_file(models[-1], paths[-1])
+    return tmp_path / "b.safetensors", paths, base, models
+
+
+@pytest.mark.parametrize("method", ["dare", "drop"])
+def test_dropout_keeps_one_minus_p_and_rescales_as_specified(tmp_path, method):
+    p = 0.3
+    base_path, paths, base, models = big_pair(tmp_path, 1)
+    out_path = tmp_path / f"{method}.safetensors"
+    merge_models(str(base_path), [str(paths[0])], str(out_path), MergeParams(method=method, drop_rate=p, seed=5))
+    delta = load_file(out_path)["w"] - base["w"]
+    tau = models[0]["w"] - base["w"]
+    kept = delta != 0
+    fraction = float(kept.double().mean())
+    sigma = math.sqrt(p * (1 - p) / delta.numel())
+    print(f"{method}: kept {fraction:.4f}, expected {1 - p} ± {4 * sigma:.4f}")
+    assert abs(fraction - (1 - p)) <= 4 * sigma
+    scale = 1 / (1 - p) if method == "dare" else 1.0
+    err = float((delta[kept] - scale * tau[kept]).abs().max()) / float(tau.abs().max())
+    assert err <= RTOL
+    # the mask is the documented one: keep_mask(seed, model index, key)
+    assert torch.equal(kept, keep_mask(5, 0, "w", tau.shape, p))
+
+
+def test_dropout_reproduces_for_a_seed_and_depends_on_model_order(tmp_path):
+    base_path, paths, _, _ = big_pair(tmp_path, 2)
+    params = MergeParams(method="tgmd", drop_rate=0.2, seed=11, max_iterations=5)
+
+    def run(name, model_paths, p=params):
+        out = tmp_path / name
+        merge_models(str(base_path), [str(x) for x in model_paths], str(out), p)
+        return load_file(out)["w"]
+
+    first, again = run("r1.safetensors", paths), run("r2.safetensors", paths)
+    assert torch.equal(first, again)
+    assert not torch.equal(first, run("r3.safetensors", paths, MergeParams(method="tgmd", drop_rate=0.2, seed=12,
+                                                                         max_iterations=5)))
+    # masks follow the position in the list (documented): another order draws other masks
+    assert not torch.equal(first, run("r4.safetensors", list(reversed(paths))))
+
+
+# ---------------------------------------------------------------------------------------- dtypes and metadata
+
+def test_output_keeps_base_dtypes_and_records_the_recipe(tmp_path):
+    base = random_model(0, dtype=torch.float16)
+    base["clip.position_ids"] = torch.arange(5).reshape(1, 5)
+    save_file(base, tmp_path / "base.safetensors")
+    save_file(random_model(1, dtype=torch.bfloat16, base=base), tmp_path / "m1.safetensors")
+    torch.save(random_model(2, dtype=torch.float32, base=base), tmp_path / "m2.pt")  # a plain-state-dict .pt
+    out_path = tmp_path / "out.safetensors"
+    merge_models(str(tmp_path / "base.safetensors"), [str(tmp_path / "m1.safetensors"), str(tmp_path / "m2.pt")],
+                 str(out_path), MergeParams(method="ties_soup"))
+    out = load_file(out_path)
+    assert {k: v.dtype for k, v in out.items()} == {k: v.dtype for k, v in base.items()}
+    assert torch.equal(out["clip.position_ids"], base["clip.position_ids"])
+    with safe_open(out_path, framework="pt") as f:
+        recipe = json.loads(f.metadata()[RECIPE_METADATA_KEY])
+    assert recipe == {"method": "ties_soup", "params": {"strength": 1.0}, "base": "base.safetensors",
+                      "models": ["m1.safetensors", "m2.pt"]}
+
+
+# ------------------------------------------------------------------------------------------------- bad inputs
+
+def assert_nothing_written(folder: Path, before: set[str]) -> None:
+    assert set(os.listdir(folder)) == before, "a file (or a temporary) was left behind"
+
+
+def test_refusals_name_the_problem_and_write_nothing(files, tmp_path):
+    base_path, paths, base, _ = files
+    out = tmp_path / "out.safetensors"
+    mismatched = dict(random_model(9, base=base), **{"blocks.0.bias": torch.zeros(12, dtype=torch.float64)})
+    save_file(mismatched, tmp_path / "shape.safetensors")
+    save_file(dict(random_model(9, base=base), extra=torch.zeros(2)), tmp_path / "extra.safetensors")
+    write_malicious_pt(tmp_path / "evil.pt", tmp_path / "pwned")
+    before = set(os.listdir(tmp_path))
+    good = [str(p) for p in paths]
+    cases = [
+        (good + [str(tmp_path / "shape.safetensors")], UnsupportedModelError, "'blocks.0.bias' has shape [12]"),
+        (good + [str(tmp_path / "extra.safetensors")], UnsupportedModelError, "key 'extra'"),
+        (good + [str(tmp_path / "missing.safetensors")], LuneError, "does not exist"),
+        (good + [str(tmp_path / "evil.pt")], UnsafeCheckpointError, "Nothing from the file was executed"),
+    ]
+    for models, error, words in cases:
+        with pytest.raises(error, match=words.replace("[", r"\[").replace("]", r"\]")):
+            merge_models(str(base_path), models, str(out), MergeParams(method="task_arithmetic"))
+        assert_nothing_written(tmp_path, before)
+    assert not (tmp_path / "pwned").exists()
+    # an existing output is never replaced
+    out.write_bytes(b"user file")
+    with pytest.raises(LuneError, match="already exists"):
+        merge_models(str(base_path), good, str(out), MergeParams(method="task_arithmetic"))
+    assert out.read_bytes() == b"user file"
+
+
+def test_cli_writes_the_same_file_as_the_library(files, tmp_path):
+    base_path, paths, _, _ = files
+    lib = tmp_path / "lib.safetensors"
+    merge_models(str(base_path), [str(p) for p in paths], str(lib), MergeParams(method="ties", density=0.5))
+    cli = tmp_path / "cli.safetensors"
+    code = cli_main([str(base_path), str(tmp_path / "model*.safetensors"), "-o", str(cli), "--method", "ties",
+                     "--density", "0.5"])
+    assert code == 0
+    assert load_file(cli).keys() == load_file(lib).keys()
+    assert all(torch.equal(load_file(cli)[k], load_file(lib)[k]) for k in load_file(lib))
+    assert cli_main([str(base_path), str(tmp_path / "nothing*.pt"), "-o", str(tmp_path / "x.safetensors")]) == 2
+    assert not (tmp_path / "x.safetensors").exists()
