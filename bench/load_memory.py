@@ -1,6 +1,6 @@
 """Node-level peak memory of a model load: Load Lune Model vs the stock loaders for the same weights (full size).
 
-    python -m bench.load_memory
+    python -m bench.load_memory [--repeats N]     (default 2; the larger peak of the N runs is reported)
 
 Measured per case in a fresh process (ComfyUI booted first): the peak resident set above the resident set just
 before the node runs, over reading the file + building and filling the model + the first UNet call (a memory-
@@ -20,7 +20,7 @@ import time
 from .common import child_report, gib, machine_line, publish, run_child
 
 TARGET = 1.3
-REPEATS = 2  # the larger peak of the runs is reported
+REPEATS = 2
 FORMATS = ("single_file", "diffusers", "training_state", "bare_diffusers")
 STOCK_LOADER = {"single_file": "CheckpointLoaderSimple", "diffusers": "UNETLoader", "bare_diffusers": "UNETLoader"}
 LOADER_LABELS = {"pack": "Load Lune Model", "pack_stock_fill": "Load Lune Model, stock fill (before)"}
@@ -102,13 +102,13 @@ def _row(fmt: str, loader: str, runs: list[dict]) -> tuple[str, float]:
     return f"| {fmt} | {label} | {gib(above)} | {ratio:.2f} | {seconds:.2f} | {verdict} |", ratio
 
 
-def main() -> int:
+def main(repeats: int = REPEATS) -> int:
     from .comfy_child import full_fixture
 
     full_fixture()  # build once (cached) outside the measured processes
     lines = ["# Node-level load memory: Load Lune Model vs stock loaders (full-size SD1.5, random weights)", "",
              f"Machine: {machine_line()}. Command: `python -m bench.load_memory`. Fresh process per run (ComfyUI "
-             f"boot not measured); peak = larger of {REPEATS} runs. \"Peak above\" is the resident-set high-water "
+             f"boot not measured); peak = larger of {repeats} run(s). \"Peak above\" is the resident-set high-water "
              "mark minus the resident set just before the node ran, over read + model build/fill + first UNet "
              "call. Ratio = peak above / the UNet's fp32 bytes. The single-file rows include CLIP and VAE.", "",
              "| format | loader | peak above pre-load RSS | ratio to UNet fp32 | load time (s) | target |",
@@ -118,7 +118,7 @@ def main() -> int:
     for fmt in FORMATS:
         loaders = ["pack", "pack_stock_fill"] + ([STOCK_LOADER[fmt]] if fmt in STOCK_LOADER else [])
         runs = {name: [] for name in loaders}
-        for _ in range(REPEATS):
+        for _ in range(repeats):
             for name in loaders:
                 runs[name].append(run_child("bench.load_memory", "--child", name, fmt))
         for name in loaders:
@@ -139,5 +139,7 @@ def main() -> int:
 if __name__ == "__main__":
     if len(sys.argv) >= 4 and sys.argv[1] == "--child":
         child(sys.argv[2], sys.argv[3])
+    elif len(sys.argv) == 3 and sys.argv[1] == "--repeats":
+        sys.exit(main(int(sys.argv[2])))
     else:
         sys.exit(main())

@@ -10,7 +10,7 @@ import sys
 
 from .common import PACK_DIR
 
-BENCHES = ("bench.startup", "bench.load", "bench.pt_load", "bench.sampling", "bench.lyra_encode")
+BENCHES = ("bench.startup", "bench.load", "bench.load_memory", "bench.pt_load", "bench.sampling", "bench.lyra_encode")
 
 
 def main() -> int:

@@ -128,10 +128,14 @@ def load_checkpoint(sd: dict, metadata: dict | None = None, embedding_directory=
                                                     embedding_directory=embedding_directory)
         return None if out is None else out[:3]
 
+    # The stock call pops the CLIP and VAE tensors out of ``sd`` (comfy.utils.state_dict_prefix_replace), but
+    # their pages stay mapped while any tensor of the file lives: keep a list to give them back afterwards.
+    clip_vae_sources = [t for k, t in sd.items() if not k.startswith(prefix)]
     _, clip, vae, _ = comfy.sd.load_state_dict_guess_config(sd, output_vae=True, output_clip=True,
                                                             output_model=False, metadata=metadata,
                                                             embedding_directory=embedding_directory)
-    release_file_pages(t for k, t in sd.items() if not k.startswith(prefix))  # now copied into CLIP and VAE
+    release_file_pages(clip_vae_sources)  # their values now live in the CLIP and VAE models
+    del clip_vae_sources
 
     parameters = comfy.utils.calculate_parameters(sd, prefix)
     weight_dtype = comfy.utils.weight_dtype(sd, prefix)
