@@ -31,6 +31,38 @@ def _chunks(state_dict: MutableMapping[str, torch.Tensor], chunk_bytes: int) -> 
         yield chunk
 
 
+def _owning_modules(module: torch.nn.Module) -> dict[str, torch.nn.Module] | None:
+    """Qualified name → submodule, or None when a module has load_state_dict hooks: hooks of an ancestor only
+    run when loading starts at the root, so then every chunk is loaded from the root (slower, same result)."""
+    owners = {}
+    for name, sub in module.named_modules():
+        if sub._load_state_dict_pre_hooks or sub._load_state_dict_post_hooks:
+            return None
+        owners[name] = sub
+    return owners
+
+
+def _load_chunk(module: torch.nn.Module, owners: dict[str, torch.nn.Module] | None,
+                chunk: dict[str, torch.Tensor]) -> None:
+    """``module.load_state_dict(chunk, strict=False)``, started at each key's owning submodule so a chunk does
+    not walk the whole module tree (torch calls the same ``_load_from_state_dict`` of that submodule)."""
+    if owners is None:
+        module.load_state_dict(chunk, strict=False)
+        return
+    groups: dict[str, dict[str, torch.Tensor]] = {}
+    rest = {}
+    for key, tensor in chunk.items():
+        owner, _, local = key.rpartition(".")
+        if owner in owners:
+            groups.setdefault(owner, {})[local] = tensor
+        else:
+            rest[key] = tensor
+    for owner, group in groups.items():
+        owners[owner].load_state_dict(group, strict=False)
+    if rest:
+        module.load_state_dict(rest, strict=False)
+
+
 def fill_module(module: torch.nn.Module, state_dict: MutableMapping[str, torch.Tensor],
                 chunk_bytes: int = CHUNK_BYTES) -> tuple[list[str], list[str]]:
     """Load ``state_dict`` into ``module`` like ``module.load_state_dict(state_dict, strict=False)``.
@@ -41,10 +73,11 @@ def fill_module(module: torch.nn.Module, state_dict: MutableMapping[str, torch.T
     """
     expected = list(module.state_dict(keep_vars=True))
     expected_set = set(expected)
+    owners = _owning_modules(module)
     seen: set[str] = set()
     for chunk in _chunks(state_dict, chunk_bytes):
         seen.update(chunk)
-        module.load_state_dict(chunk, strict=False)
+        _load_chunk(module, owners, chunk)
         mapped_pages.release_file_pages(chunk.values())
         del chunk
     missing = [k for k in expected if k not in seen]

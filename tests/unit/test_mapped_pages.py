@@ -81,12 +81,23 @@ class _Net(torch.nn.Module):
         self.norm = torch.nn.GroupNorm(2, 8)
 
 
+def _scale_conv_on_load(state_dict, prefix, *args):
+    """A load_state_dict pre-hook on the root (the kind only a root-level load runs)."""
+    key = prefix + "conv.weight"
+    if key in state_dict:
+        state_dict[key] = state_dict[key] * 2
+
+
 @pytest.mark.parametrize("chunk_bytes", [1, 1000, 10**9])
-def test_chunked_fill_equals_load_state_dict(chunk_bytes):
+@pytest.mark.parametrize("root_hook", [False, True])
+def test_chunked_fill_equals_load_state_dict(chunk_bytes, root_hook):
     source = {k: torch.randn(v.shape, dtype=torch.float16) for k, v in _Net().state_dict().items()}
     source.pop("blocks.3.bias")
     source["stray.weight"] = torch.zeros(2)
     reference, filled = _Net(), _Net()
+    if root_hook:
+        for net in (reference, filled):
+            net._register_load_state_dict_pre_hook(_scale_conv_on_load)
     expected = reference.load_state_dict(dict(source), strict=False)
     work = dict(source)
     missing, unexpected = chunked_fill.fill_module(filled, work, chunk_bytes=chunk_bytes)
