@@ -39,7 +39,7 @@ def _stock_only_reason(sd: dict, metadata: dict | None, model_options: dict) -> 
         return f"model options {sorted(extra)}"
     if any(k.endswith("scaled_fp8") for k in sd):
         return "scaled-fp8 weights"
-    if comfy.model_detection.detect_layer_quantization(metadata):
+    if metadata and comfy.model_detection.detect_layer_quantization(dict(metadata)):  # a copy: it pops the entry
         return "per-layer quantized weights"
     return None
 

@@ -130,3 +130,14 @@ def test_full_size_diffusers_keys_same_as_stock(comfy, model_fill):
     differing = [k for k in reference if ours.get(k) != reference[k]]
     print(f"{len(reference)} UNet tensors compared, {len(differing)} differ")
     assert ours.keys() == reference.keys() and not differing, differing[:5]
+
+
+def test_quantization_metadata_is_left_for_the_stock_call(comfy, model_fill):
+    """Per-layer quantized files go to the stock call with their metadata intact (ComfyUI pops that entry)."""
+    import json
+
+    metadata = {"_quantization_metadata": json.dumps({"format_version": "1.0", "layers": {"a": {"format": "x"}}})}
+    assert model_fill._stock_only_reason({}, metadata, {}) == "per-layer quantized weights"
+    assert "_quantization_metadata" in metadata
+    assert model_fill._stock_only_reason({}, {"modelspec.title": "x"}, {}) is None
+    assert model_fill._stock_only_reason({}, None, {"custom_operations": object()}) is not None
