@@ -48,6 +48,11 @@ class FileMapping(NamedTuple):
     path: str
 
 
+# /proc/self/maps is long in a ComfyUI process (thousands of lines); it is parsed again only when a tensor lies
+# outside every known file mapping. A stale entry cannot cause harm: the pagemap check refuses anonymous pages.
+_mappings_cache: list[FileMapping] = []
+
+
 def _libc_madvise():
     if not sys.platform.startswith("linux"):
         return None
@@ -133,7 +138,8 @@ def release_file_pages(tensors: Iterable[torch.Tensor]) -> int:
     ranges = [r for r in map(_inner_page_range, tensors) if r is not None]
     if not ranges:
         return 0
-    mappings = file_mappings()
+    global _mappings_cache
+    mappings = _mappings_cache
     starts = [m.start for m in mappings]
     released = 0
     try:
@@ -143,6 +149,9 @@ def release_file_pages(tensors: Iterable[torch.Tensor]) -> int:
         return 0
     with pagemap:
         for start, end in ranges:
+            if _containing(mappings, starts, start, end) is None:  # new mapping since the last parse: re-read
+                mappings = _mappings_cache = file_mappings()
+                starts = [m.start for m in mappings]
             if _containing(mappings, starts, start, end) is None or not _only_clean_file_pages(pagemap, start, end):
                 continue
             if _MADVISE(start, end - start, MADV_DONTNEED) == 0:
