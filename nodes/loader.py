@@ -16,7 +16,7 @@ from ..lune.pipeline_folder import variant_from_pipeline_folder
 from ..lune.stamps import file_stamp
 from ..lune.variants import (FLOW, SHIFT_FROM_VARIANT, SHIFT_MAX, UNNAMED, VARIANT_NAMES, VARIANTS, check_flow_shift,
                              detect_variant, effective_shift, get_variant)
-from . import downloads, paths
+from . import downloads, model_fill, paths
 from .sampling_patches import install_variant
 
 log = logging.getLogger("lune")
@@ -144,14 +144,13 @@ class LuneModelLoader:
 
         clip = vae = None
         if ckpt.layout == "single_file":
-            out = comfy.sd.load_state_dict_guess_config(
-                ckpt.full_state_dict, output_vae=True, output_clip=True, metadata=ckpt.metadata,
-                embedding_directory=folder_paths.get_folder_paths("embeddings"))
+            out = model_fill.load_checkpoint(ckpt.full_state_dict, metadata=ckpt.metadata,
+                                             embedding_directory=folder_paths.get_folder_paths("embeddings"))
             if out is None or out[0] is None:
                 raise UnsupportedModelError(f"ComfyUI could not build an SD1.5 model from {path}.")
             model, clip, vae = out[0], out[1], out[2]
         else:
-            model = comfy.sd.load_diffusion_model_state_dict(ckpt.unet, metadata=ckpt.metadata)
+            model = model_fill.load_unet(ckpt.unet, metadata=ckpt.metadata)
             if model is None:
                 raise UnsupportedModelError(f"ComfyUI could not build an SD1.5 UNet from {path}.")
         del ckpt
