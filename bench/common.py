@@ -55,6 +55,17 @@ def boot_comfy(base: Path):
     return InProcessComfy(base)
 
 
+def run_loader(nodes, loader: str, model_name: str):
+    """(MODEL, CLIP, VAE) of ``model_name`` through the pack's Load Lune Model (``pack*`` cases) or a stock loader."""
+    if loader.startswith("pack"):
+        return nodes.NODE_CLASS_MAPPINGS["LuneModelLoader"]().load(model_name, "lune-flux", 2.0, "(from model file)")
+    if loader == "CheckpointLoaderSimple":
+        return nodes.CheckpointLoaderSimple().load_checkpoint(model_name)
+    if loader == "UNETLoader":
+        return nodes.UNETLoader().load_unet(model_name, "default")
+    raise SystemExit(f"unknown loader {loader}")
+
+
 def median(values) -> float:
     return statistics.median(values)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 import time
 
-from .common import publish, child_report, gib, machine_line, median, peak_rss_bytes, run_child
+from .common import child_report, gib, machine_line, median, peak_rss_bytes, publish, run_child, run_loader
 
 REPEATS = 3
 TIME_TARGET = RSS_TARGET = 1.05
@@ -29,14 +29,7 @@ def child(loader: str, fmt: str) -> None:
     nodes = comfy.nodes
     base_rss = peak_rss_bytes()
     start = time.perf_counter()
-    if loader == "pack":
-        out = nodes.NODE_CLASS_MAPPINGS["LuneModelLoader"]().load(names[fmt], "lune-flux", 2.0, "(from model file)")
-    elif loader == "CheckpointLoaderSimple":
-        out = nodes.CheckpointLoaderSimple().load_checkpoint(names[fmt])
-    elif loader == "UNETLoader":
-        out = nodes.UNETLoader().load_unet(names[fmt], "default")
-    else:
-        raise SystemExit(f"unknown loader {loader}")
+    out = run_loader(nodes, loader, names[fmt])
     seconds = time.perf_counter() - start
     unet = out[0].model.diffusion_model
     child_report(seconds=seconds, base_rss=base_rss, params=sum(p.numel() for p in unet.parameters()))

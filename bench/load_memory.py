@@ -17,7 +17,7 @@ import gc
 import sys
 import time
 
-from .common import child_report, gib, machine_line, publish, run_child
+from .common import child_report, gib, machine_line, publish, run_child, run_loader
 
 TARGET = 1.3
 REPEATS = 2
@@ -77,14 +77,7 @@ def child(loader: str, fmt: str) -> None:
         _use_stock_fill(nodes)
     base_rss = _reset_peak()
     start = time.perf_counter()
-    if loader in ("pack", "pack_stock_fill"):
-        out = nodes.NODE_CLASS_MAPPINGS["LuneModelLoader"]().load(names[fmt], "lune-flux", 2.0, "(from model file)")
-    elif loader == "CheckpointLoaderSimple":
-        out = nodes.CheckpointLoaderSimple().load_checkpoint(names[fmt])
-    elif loader == "UNETLoader":
-        out = nodes.UNETLoader().load_unet(names[fmt], "default")
-    else:
-        raise SystemExit(f"unknown loader {loader}")
+    out = run_loader(nodes, loader, names[fmt])
     load_seconds = time.perf_counter() - start
     _first_unet_call(out[0])
     unet = out[0].model.diffusion_model

@@ -160,6 +160,17 @@ def _decode_and_save(g: UiGraph, loader: int, latent_src: tuple[int, int], prefi
     g.connect(dec, 0, save, "images")
 
 
+def _plain_decode_and_save(g: UiGraph, latent_src: tuple[int, int], vae_src: tuple[int, int], prefix: str,
+                           x: int = 1250) -> None:
+    """latent → VAE Decode (with ``vae_src``) → Save Image, for models that need no Lune latent correction."""
+    dec = g.add("VAEDecode", [], pos=(x, 20), size=(220, 50), inputs=[("samples", "LATENT"), ("vae", "VAE")],
+                outputs=[("IMAGE", "IMAGE")])
+    save = g.add("SaveImage", [prefix], pos=(x, 110), size=(400, 420), inputs=[("images", "IMAGE")])
+    g.connect(latent_src[0], latent_src[1], dec, "samples")
+    g.connect(vae_src[0], vae_src[1], dec, "vae")
+    g.connect(dec, 0, save, "images")
+
+
 def lune_flux_txt2img() -> dict:
     return lune_txt2img(model=LUNE_FLUX_MODEL, variant="lune-flux", sampler="lune_euler", scheduler="lune_flow",
                         note=NOTE_FLUX, note_zh=notes_zh.NOTE_FLUX_ZH)
@@ -383,12 +394,7 @@ def lune_to_sdxl_refine(seed=42, denoise=0.4,
     handoff = _handoff(g, (mult, 0), lune, sdxl, 2.0, pos=(900, 470))
     refine = _ksampler(g, sdxl, sdxl_pos, sdxl_neg, handoff, [seed, "fixed", 20, 7.0, "euler", "normal", denoise],
                        pos=(1250, 20))
-    dec = g.add("VAEDecode", [], pos=(1600, 20), size=(220, 50), inputs=[("samples", "LATENT"), ("vae", "VAE")],
-                outputs=[("IMAGE", "IMAGE")])
-    save = g.add("SaveImage", ["lune_sdxl_refine"], pos=(1600, 110), size=(400, 420), inputs=[("images", "IMAGE")])
-    g.connect(refine, 0, dec, "samples")
-    g.connect(sdxl, 2, dec, "vae")
-    g.connect(dec, 0, save, "images")
+    _plain_decode_and_save(g, (refine, 0), (sdxl, 2), "lune_sdxl_refine", x=1600)
     return g.to_json()
 
 
@@ -425,15 +431,10 @@ def sdxl_vpred_ztsnr(checkpoint=SQCU_CHECKPOINT, steps=25, cfg=5.0, size=1024, s
     latent = g.add("EmptyLatentImage", [size, size, 1], pos=(470, 360), size=(320, 110),
                    outputs=[("LATENT", "LATENT")])
     ks = _ksampler(g, sched, pos_, neg, latent, [seed, "fixed", steps, cfg, "euler", "simple", 1.0])
-    dec = g.add("VAEDecode", [], pos=(1250, 20), size=(220, 50), inputs=[("samples", "LATENT"), ("vae", "VAE")],
-                outputs=[("IMAGE", "IMAGE")])
-    save = g.add("SaveImage", ["sdxl_vpred_ztsnr"], pos=(1250, 110), size=(400, 420), inputs=[("images", "IMAGE")])
     g.connect(ckpt, 0, sched, "model")
     g.connect(ckpt, 1, pos_, "clip")
     g.connect(ckpt, 1, neg, "clip")
-    g.connect(ks, 0, dec, "samples")
-    g.connect(ckpt, 2, dec, "vae")
-    g.connect(dec, 0, save, "images")
+    _plain_decode_and_save(g, (ks, 0), (ckpt, 2), "sdxl_vpred_ztsnr")
     return g.to_json()
 
 
@@ -471,12 +472,7 @@ def lune_merge(models="lune_a.safetensors\nlune_b.safetensors", steps=25, cfg=7.
     g.connect(merge, 1, pos_, "clip")
     g.connect(merge, 1, neg, "clip")
     ks = _ksampler(g, shift, pos_, neg, latent, [seed, "fixed", steps, cfg, "euler", "simple", 1.0])
-    dec = g.add("VAEDecode", [], pos=(1250, 20), size=(220, 50), inputs=[("samples", "LATENT"), ("vae", "VAE")],
-                outputs=[("IMAGE", "IMAGE")])
-    save = g.add("SaveImage", ["lune_merge"], pos=(1250, 110), size=(400, 420), inputs=[("images", "IMAGE")])
-    g.connect(ks, 0, dec, "samples")
-    g.connect(merge, 2, dec, "vae")
-    g.connect(dec, 0, save, "images")
+    _plain_decode_and_save(g, (ks, 0), (merge, 2), "lune_merge")
     return g.to_json()
 
 
