@@ -113,7 +113,7 @@ def test_full_size_diffusers_keys_same_as_stock(comfy, model_fill):
     """
     import comfy.sd
 
-    from lune.formats import read_safetensors
+    from lune.safe_read import read_safetensors
     from testbed.fixtures.sd15_files import build_sd15_fixtures
 
     path = str(build_sd15_fixtures(None, size="full", seed=0).bare_unet)
