@@ -45,6 +45,26 @@ def run_child(module: str, *args: str, timeout: float = 1800) -> dict:
     return out
 
 
+def bench_parser(doc: str, runs: int):
+    """The options every in-process benchmark takes: ``--runs`` and ``--threads`` (torch intra-op threads)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=runs)
+    parser.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch's default)")
+    return parser
+
+
+def apply_common_args(args) -> None:
+    import logging
+
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    logging.basicConfig(level=logging.WARNING)
+
+
 def boot_comfy(base: Path):
     """The in-process ComfyUI (pack loaded) over a fresh base directory ``base``."""
     from testbed.env import make_base_dir

@@ -10,8 +10,6 @@ works in chunks of 4 samples (one progress step each); the stock chain converts 
 """
 from __future__ import annotations
 
-import argparse
-import logging
 import platform
 import sys
 import tempfile
@@ -20,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from bench.common import boot_comfy, machine_line, median, write_results
+from bench.common import apply_common_args, bench_parser, boot_comfy, machine_line, median, write_results
 
 TARGET = 1.05
 SCALE, SIZE = 1.5, 256
@@ -28,14 +26,10 @@ PAIRS = (("sd15", "flux"), ("flux", "sd15"), ("sd15", "sdxl"))
 
 
 def main(argv: list[str] | None = None) -> str:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=3)
+    parser = bench_parser(__doc__, runs=3)
     parser.add_argument("--batch", type=int, default=6)
-    parser.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch's default)")
     args = parser.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    logging.basicConfig(level=logging.WARNING)
+    apply_common_args(args)
 
     from testbed.env import place_model
     from testbed.fixtures.sd15_files import build_sd15_fixtures

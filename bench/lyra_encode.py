@@ -16,8 +16,6 @@ as the median of ``--runs`` rounds after two warm-up rounds:
 """
 from __future__ import annotations
 
-import argparse
-import logging
 import platform
 import sys
 import tempfile
@@ -26,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from bench.common import boot_comfy, machine_line, median, write_results
+from bench.common import apply_common_args, bench_parser, boot_comfy, machine_line, median, write_results
 
 PROMPT = "a watercolor painting of a lighthouse on a cliff at dusk, soft light, seagulls, dramatic clouds"
 TARGET = 0.25
@@ -50,13 +48,9 @@ def _time_interleaved(fns: dict, runs: int, warmup: int = 2) -> tuple[dict, list
 
 
 def main(argv: list[str] | None = None) -> str:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=7)
-    parser.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch's default)")
+    parser = bench_parser(__doc__, runs=7)
     args = parser.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    logging.basicConfig(level=logging.WARNING)
+    apply_common_args(args)
 
     from testbed.fixtures import lyra_files
     from testbed.fixtures.t5_files import build_t5_base
