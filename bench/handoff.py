@@ -11,14 +11,13 @@ works in chunks of 4 samples (one progress step each); the stock chain converts 
 from __future__ import annotations
 
 import platform
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import torch
 
-from bench.common import apply_common_args, bench_parser, boot_comfy, machine_line, median, write_results
+from bench.common import apply_common_args, bench_parser, boot_comfy, machine_line, median, publish
 
 TARGET = 1.05
 SCALE, SIZE = 1.5, 256
@@ -94,9 +93,7 @@ def main(argv: list[str] | None = None) -> str:
         + (f" --threads {args.threads}" if args.threads else "") + "`",
     ]
     markdown = "\n".join(lines) + "\n"
-    sys.stdout.write(markdown)
-    path = write_results("handoff", markdown)
-    sys.stdout.write(f"\n(written to {path})\n")
+    publish("handoff", markdown)
     return markdown
 
 

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from bench.common import apply_common_args, bench_parser, boot_comfy, machine_line, median, write_results
+from bench.common import apply_common_args, bench_parser, boot_comfy, machine_line, median, publish
 
 PROMPT = "a watercolor painting of a lighthouse on a cliff at dusk, soft light, seagulls, dramatic clouds"
 TARGET = 0.25
@@ -119,9 +119,7 @@ def main(argv: list[str] | None = None) -> str:
         + (f" --threads {args.threads}" if args.threads else "") + "`",
     ]
     markdown = "\n".join(lines) + "\n"
-    sys.stdout.write(markdown)
-    path = write_results("lyra_encode", markdown)
-    sys.stdout.write(f"\n(written to {path})\n")
+    publish("lyra_encode", markdown)
     return markdown
 
 

@@ -40,7 +40,9 @@ class LuneFlowSampling(comfy.model_sampling.ModelSamplingDiscreteFlow, comfy.mod
         super().set_parameters(shift=shift, timesteps=timesteps, multiplier=multiplier)
 
     def calculate_denoised(self, sigma, model_output, model_input):
-        return super().calculate_denoised(sigma, model_output * self.output_sign, model_input)
+        if self.output_sign != 1.0:  # InstaFlow; every other variant skips the extra tensor op per model call
+            model_output = model_output * self.output_sign
+        return super().calculate_denoised(sigma, model_output, model_input)
 
     def noise_scaling(self, sigma, noise, latent_image, max_denoise=False):
         require_sd15_latent(latent_image)
