@@ -1,7 +1,6 @@
 """The author's Euler on the author's σ grid, as SAMPLER + SIGMAS and in the stock KSampler lists."""
 from __future__ import annotations
 
-
 import comfy.k_diffusion.sampling
 import comfy.samplers
 
