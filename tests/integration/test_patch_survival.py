@@ -87,14 +87,16 @@ def test_model_noise_scale_node_keeps_the_variant_and_shift_keeps_the_noise_scal
 
 
 def test_stock_sd3_then_lune_shift_chain(comfy, nodes, tiny_models):
-    """Stock checkpoint → (ModelNoiseScale) → ModelSamplingSD3 → Lune Flow Shift: the pack's patch replaces the stock
-    one and keeps whatever noise scale the chain set (1.0 where ComfyUI has no noise scales)."""
+    """Stock checkpoint → ModelSamplingSD3 → (ModelNoiseScale → ModelSamplingSD3) → Lune Flow Shift: the pack's patch
+    replaces the stock one and keeps whatever noise scale the chain set, as stock ModelSamplingSD3 does (1.0 where
+    ComfyUI has no noise scales)."""
     model = comfy.nodes.CheckpointLoaderSimple().load_checkpoint(tiny_models["single_file"])[0]
+    model = nodes["ModelSamplingSD3"]().patch(model, 3.0)[0]
     expected_scale = 1.0
     if "ModelNoiseScale" in nodes:
         model = nodes["ModelNoiseScale"]().patch(model, 1.5)[0]
+        model = nodes["ModelSamplingSD3"]().patch(model, 3.0)[0]
         expected_scale = 1.5
-    model = nodes["ModelSamplingSD3"]().patch(model, 3.0)[0]
     assert getattr(_sampling(model), "noise_scale", 1.0) == expected_scale
     shifted = nodes["LuneShift"]().patch(model, 2.5)[0]
     ms = _sampling(shifted)
