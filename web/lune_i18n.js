@@ -8,7 +8,7 @@
 // frontend dropped them, merges the pack's entries for it again (only ours: node ids that start with "Lune"/"Lyra",
 // our node category and our template category); when the language changes later it does the same and refreshes the
 // node definitions so titles follow. English needs nothing. If the frontend changes so that none of this is
-// reachable, it does nothing. window.__luneI18nMerged lists the languages it had to merge.
+// reachable, it does nothing. window.__luneI18n lists the languages it checked and those it had to merge.
 import { app } from "../../scripts/app.js";
 import { api } from "../../scripts/api.js";
 
@@ -62,9 +62,11 @@ async function restore(i18n) {
   const locale = currentLocale(i18n);
   if (!locale || locale === "en") return false;
   const mine = ours((await packTranslations())[locale]);
-  if (!Object.keys(mine).length || kept(i18n, locale, mine)) return false;
+  if (!Object.keys(mine).length) return false;
+  window.__luneI18n.checked.push(locale);
+  if (kept(i18n, locale, mine)) return false;
   i18n.mergeLocaleMessage(locale, mine);
-  window.__luneI18nMerged = [...(window.__luneI18nMerged ?? []), locale];
+  window.__luneI18n.merged.push(locale);
   return true;
 }
 
@@ -80,7 +82,7 @@ app.registerExtension({
   name: "ComfyUI-Lune.i18n",
   // init runs before the node definitions are registered: titles are translated from the start.
   async init() {
-    window.__luneI18nMerged = window.__luneI18nMerged ?? [];
+    window.__luneI18n = { checked: [], merged: [] };
     const i18n = frontendI18n();
     if (!i18n) return;
     try {

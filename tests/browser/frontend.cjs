@@ -7,7 +7,8 @@
 //
 // Steps: open the app; for every bundled template open Templates → Extensions → <pack> → card (the real template
 // browser), record the graph's node types, the ones LiteGraph does not know and what the frontend reported as missing
-// (1.32: the missing-nodes / missing-models dialogs; 1.45: the error toast and the Errors panel it opens); then add a LuneShift node, screenshot its area at shift 1 and 3 and read window.__lunePlots; finally
+// (1.32: the missing-nodes / missing-models dialogs; 1.45: the error toast and the Errors panel it opens); then add a
+// LuneShift node, screenshot its area at shift 1 and 3 and read window.__lunePlots; finally
 // load one template, add a LuneShift at shift 3 and save the screenshot the README points at; then switch the
 // frontend's language to Chinese, reload, load the same workflow and screenshot the translated node titles.
 "use strict";
@@ -227,7 +228,7 @@ async function shiftPlotShot(page, nodeId, shift, file) {
       step("zh locale");
       await dismissDialogs(page);
       await page.evaluate(() => window.comfyAPI.app.app.extensionManager.setting.set("Comfy.Locale", "zh"));
-      await page.reload();
+      await page.goto(config.url);  // not reload(): the URL's #<graph id> names an unsaved workflow that is gone
       await page.waitForFunction(() => window.comfyAPI?.app?.app?.graph && window.LiteGraph?.registered_node_types?.LuneShift,
         null, { timeout: 90000 });
       await page.waitForTimeout(1500);
@@ -250,7 +251,7 @@ async function shiftPlotShot(page, nodeId, shift, file) {
           locale: app.extensionManager.setting.get("Comfy.Locale"),
           titles: app.graph.nodes.map((n) => ({ type: n.type, title: n.title })),
           freshLuneShiftTitle: fresh.title,
-          luneI18nMerged: window.__luneI18nMerged ?? null,
+          luneI18n: window.__luneI18n ?? null,
         };
       });
       await page.screenshot({ path: config.zh.screenshot });
