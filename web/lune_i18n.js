@@ -2,11 +2,13 @@
 //
 // Frontend 1.32 merges every pack's translations once at start-up, then loads the chosen language's own messages
 // lazily with setLocaleMessage — which replaces that language's messages, pack translations included. So with
-// Settings → Language = 中文, pack node titles and tooltips fall back to English. This extension waits until the
-// frontend has finished loading the language, merges the pack's entries for it again (only ours: node ids that start
-// with "Lune"/"Lyra", our node category and our template category) and, when the language changes later, refreshes
-// the node definitions so titles follow. English needs nothing. If the frontend changes so that none of this is
-// reachable, it does nothing.
+// Settings → Language = 中文, pack node titles and tooltips fall back to English (later frontends, 1.45 among them,
+// merge the pack translations again after the lazy load: ComfyUI_frontend pull request 7214). This extension waits
+// until the frontend has finished loading the language, looks whether our entries are still there and, only when the
+// frontend dropped them, merges the pack's entries for it again (only ours: node ids that start with "Lune"/"Lyra",
+// our node category and our template category); when the language changes later it does the same and refreshes the
+// node definitions so titles follow. English needs nothing. If the frontend changes so that none of this is
+// reachable, it does nothing. window.__luneI18n lists the languages it checked and those it had to merge.
 import { app } from "../../scripts/app.js";
 import { api } from "../../scripts/api.js";
 
@@ -48,13 +50,23 @@ async function packTranslations() {
   return packMessages;
 }
 
-/** Merge our messages for the frontend's current language; true when something was merged. */
+/** True when every node title of ours is in the frontend's messages for `locale` (nothing was dropped). */
+function kept(i18n, locale, mine) {
+  const have = typeof i18n.getLocaleMessage === "function" ? i18n.getLocaleMessage(locale)?.nodeDefs : null;
+  return Object.entries(mine.nodeDefs ?? {}).every(([id, def]) => !def.display_name
+    || have?.[id]?.display_name === def.display_name);
+}
+
+/** Merge our messages for the frontend's current language when it dropped them; true when something was merged. */
 async function restore(i18n) {
   const locale = currentLocale(i18n);
   if (!locale || locale === "en") return false;
   const mine = ours((await packTranslations())[locale]);
   if (!Object.keys(mine).length) return false;
+  window.__luneI18n.checked.push(locale);
+  if (kept(i18n, locale, mine)) return false;
   i18n.mergeLocaleMessage(locale, mine);
+  window.__luneI18n.merged.push(locale);
   return true;
 }
 
@@ -70,6 +82,7 @@ app.registerExtension({
   name: "ComfyUI-Lune.i18n",
   // init runs before the node definitions are registered: titles are translated from the start.
   async init() {
+    window.__luneI18n = { checked: [], merged: [] };
     const i18n = frontendI18n();
     if (!i18n) return;
     try {

@@ -6,8 +6,9 @@
 //            zh: {workflow, screenshot}}
 //
 // Steps: open the app; for every bundled template open Templates → Extensions → <pack> → card (the real template
-// browser), record the graph's node types, the ones LiteGraph does not know and whether the missing-nodes dialog
-// appeared; then add a LuneShift node, screenshot its area at shift 1 and 3 and read window.__lunePlots; finally
+// browser), record the graph's node types, the ones LiteGraph does not know and what the frontend reported as missing
+// (1.32: the missing-nodes / missing-models dialogs; 1.45: the error toast and the Errors panel it opens); then add a
+// LuneShift node, screenshot its area at shift 1 and 3 and read window.__lunePlots; finally
 // load one template, add a LuneShift at shift 3 and save the screenshot the README points at; then switch the
 // frontend's language to Chinese, reload, load the same workflow and screenshot the translated node titles.
 "use strict";
@@ -50,6 +51,35 @@ async function dismissDialogs(page) {
   }
 }
 
+// Frontend 1.45 reports missing nodes/models in a toast ("N ERRORS", "Show missing models" / "See Errors") whose button
+// opens the Errors tab of the properties panel, where 1.32 opened dialogs. Read both, then close them.
+async function readErrorPanel(page) {
+  const toast = await page.evaluate(() => {
+    const head = [...document.querySelectorAll("span")].find((e) => /^\d+ ERRORS?$/.test(e.textContent.trim()));
+    let box = head;
+    while (box && !/Dismiss/.test(box.innerText)) box = box.parentElement;
+    return box ? box.innerText : null;
+  });
+  if (toast === null) return null;
+  const out = { toast, panel: null, downloads: [] };
+  const open = page.getByRole("button", { name: /^(See Errors|Show missing models)$/ });
+  if (await open.count()) {
+    await open.first().click();
+    const panel = page.locator('[data-testid="properties-panel"]');
+    await panel.first().waitFor({ timeout: 10000 });
+    await page.waitForTimeout(800);
+    out.panel = await panel.first().innerText();
+    out.downloads = await panel.first().locator("button[aria-label]").evaluateAll(
+      (bs) => bs.map((b) => b.getAttribute("aria-label")).filter((l) => l.startsWith("Download ")));
+    const toggle = page.getByRole("button", { name: "Toggle properties panel" });
+    if (await toggle.count()) await toggle.first().click();
+  }
+  const dismiss = page.getByRole("button", { name: "Dismiss", exact: true });
+  if (await dismiss.count()) await dismiss.first().click();
+  await page.waitForTimeout(300);
+  return out;
+}
+
 async function openTemplate(page, name) {
   await page.evaluate(() => window.comfyAPI.app.app.graph.clear());
   await openTemplateBrowser(page);
@@ -59,15 +89,17 @@ async function openTemplate(page, name) {
   await card.first().click();
   await page.waitForFunction((n) => window.comfyAPI.app.app.graph?.nodes?.length === n,
     config.templates[name], { timeout: 30000 });
-  await page.waitForTimeout(1500); // the missing-nodes dialog opens right after the graph is configured
+  await page.waitForTimeout(1500); // the missing-nodes dialog (or error toast) opens right after the graph is configured
   await frames(page);
-  return page.evaluate(() => {
+  const got = await page.evaluate(() => {
     const app = window.comfyAPI.app.app;
     const types = [...new Set(app.graph.nodes.map((n) => n.type))].sort();
     const missing = types.filter((t) => !(t in window.LiteGraph.registered_node_types)).sort();
     const dialogs = [...document.querySelectorAll(".p-dialog")].map((d) => d.innerText);
     return { types, missing, dialogs, nodeCount: app.graph.nodes.length };
   });
+  got.errors = await readErrorPanel(page);
+  return got;
 }
 
 async function shiftPlotShot(page, nodeId, shift, file) {
@@ -196,7 +228,7 @@ async function shiftPlotShot(page, nodeId, shift, file) {
       step("zh locale");
       await dismissDialogs(page);
       await page.evaluate(() => window.comfyAPI.app.app.extensionManager.setting.set("Comfy.Locale", "zh"));
-      await page.reload();
+      await page.goto(config.url);  // not reload(): the URL's #<graph id> names an unsaved workflow that is gone
       await page.waitForFunction(() => window.comfyAPI?.app?.app?.graph && window.LiteGraph?.registered_node_types?.LuneShift,
         null, { timeout: 90000 });
       await page.waitForTimeout(1500);
@@ -219,6 +251,7 @@ async function shiftPlotShot(page, nodeId, shift, file) {
           locale: app.extensionManager.setting.get("Comfy.Locale"),
           titles: app.graph.nodes.map((n) => ({ type: n.type, title: n.title })),
           freshLuneShiftTitle: fresh.title,
+          luneI18n: window.__luneI18n ?? null,
         };
       });
       await page.screenshot({ path: config.zh.screenshot });
