@@ -72,6 +72,22 @@ class DownloadStopped(Exception):
     """Raised inside the worker's ``write`` once the download was asked to stop (never leaves this module)."""
 
 
+class _FromCaller(Exception):
+    """Carries an exception raised by the caller's own ``progress``/``cancelled`` callback (e.g. ComfyUI's progress
+    hook raising its interrupt) past the failure classification: it is re-raised unchanged, never called a bug."""
+
+    def __init__(self, error: BaseException):
+        super().__init__(repr(error))
+        self.error = error
+
+
+def _call(callback, *args):
+    try:
+        return callback(*args)
+    except BaseException as e:
+        raise _FromCaller(e) from e
+
+
 def offline_mode(offline: bool | None = None) -> bool:
     """``offline`` if given, else HF_HUB_OFFLINE from the environment or huggingface_hub's constants."""
     if offline is not None:
@@ -185,7 +201,7 @@ def _wait_for_previous(partial: str, cancelled: CancelCheck | None, repo_id: str
         if previous is None or not previous.is_alive():
             return
         previous.join(POLL_SECONDS)
-        if cancelled is not None and cancelled():
+        if cancelled is not None and _call(cancelled):
             raise DownloadCancelled(cancel_message(repo_id, filename, local_dir))
 
 
@@ -239,14 +255,14 @@ def _run_worker(partial: str, location: str, headers: dict, resume: int, total: 
     try:
         last = resume
         if progress is not None and total:
-            progress(resume, total)
+            _call(progress, resume, total)
         while worker.is_alive():
             worker.join(POLL_SECONDS)
             done = min(resume + writer_box[0].written, total) if total and writer_box else last
             if progress is not None and total and done != last:
-                progress(done, total)
+                _call(progress, done, total)
                 last = done
-            if cancelled is not None and worker.is_alive() and cancelled():
+            if cancelled is not None and worker.is_alive() and _call(cancelled):
                 raise DownloadCancelled(message)
     except BaseException:
         stop.set()
@@ -276,7 +292,7 @@ def _download(repo_id: str, filename: str, local_dir: str, progress: ProgressCal
     os.makedirs(os.path.dirname(target), exist_ok=True)
     os.replace(partial, target)
     if progress is not None:
-        progress(size, size)
+        _call(progress, size, size)
     return target
 
 
@@ -310,6 +326,8 @@ def fetch(repo_id: str, filename: str, local_dir: str, progress: ProgressCallbac
         return _download(repo_id, filename, local_dir, progress, cancelled)
     except DownloadCancelled:
         raise
+    except _FromCaller as e:
+        raise e.error from None
     except Exception as e:
         raise download_failure(e, repo_id, filename, local_dir) from e
 

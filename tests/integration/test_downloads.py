@@ -69,7 +69,8 @@ def hub_repos(tiny_sd15, lyra_source, unet_bin) -> dict:
         LYRA_REPO: {"model.pt": lyra_source / "model.pt", "config.json": lyra_source / "config.json"},
         SOL_REPO: {"sd15_flow_matching_e9_s9000.pt": b"not this one", "README.md": b"# Sol",
                    "sd15_flow_matching_e12_s12000.pt": tiny_sd15.training_state},
-        INSTAFLOW_REPO: {"model_index.json": b"{}", "unet/config.json": tiny_sd15.diffusers_dir / "unet" / "config.json",
+        INSTAFLOW_REPO: {"model_index.json": b"{}",
+                         "unet/config.json": tiny_sd15.diffusers_dir / "unet" / "config.json",
                          "unet/diffusion_pytorch_model.bin": unet_bin},
         SD15_REPO: {SD15_FILE: tiny_sd15.single_file},
         SQCU_REPO: {"README.md": b"#", "sd_xl_base_1.0_0.9_16bit_vpred_sqcusnr.safetensors": tiny_sd15.single_file},
@@ -170,12 +171,19 @@ def test_rule_entries_resolve_what_the_repository_holds(comfy, online, hub_repos
     assert set(fake.listings) == {SOL_REPO, INSTAFLOW_REPO, SQCU_REPO}
 
 
+@pytest.mark.parametrize("seen_by", ["interrupt-poll", "progress-hook"])
 def test_cancel_ends_the_prompt_and_the_next_run_resumes(comfy, online, hub_repos, monkeypatch, tiny_models,
-                                                          caplog):
+                                                          caplog, seen_by):
+    """interrupt-poll: the pack polls ComfyUI's interrupt flag; progress-hook: ComfyUI's server progress hook raises
+    its interrupt inside the progress report (what the running server does), which must not read as a bug."""
     import comfy.model_management as mm
+    import comfy.utils as comfy_utils
     from testbed import graphs
 
     models, _ = online
+    if seen_by == "progress-hook":
+        monkeypatch.setattr(comfy_utils, "PROGRESS_BAR_HOOK", lambda value, total, preview, node_id=None:
+                            mm.throw_exception_if_processing_interrupted())
     source = Path(hub_repos[LUNE_REPO][LUNE_FILE]).read_bytes()
     chunk = max(1, len(source) // 400)
     fake = FakeHub(hub_repos, chunk_bytes=chunk, chunk_seconds=CANCEL_FAKE_SECONDS / 400).install(monkeypatch)

@@ -60,6 +60,26 @@ def test_cancel_keeps_the_partial_file_and_the_next_run_resumes_it(online, monke
     assert not partial.exists()
 
 
+class HostInterrupt(Exception):
+    """Stands for ComfyUI 0.3.75's InterruptProcessingException (an Exception there), raised by its progress hook."""
+
+
+def test_an_exception_from_the_callers_progress_hook_passes_through_unchanged(online, monkeypatch):
+    """ComfyUI's progress hook raises its interrupt when Cancel was pressed: that is a cancel, never "a bug"."""
+    FakeHub({REPO: {FILE: PAYLOAD}}, chunk_bytes=1024, chunk_seconds=0.01).install(monkeypatch)
+    interrupt = HostInterrupt()
+
+    def hook(done, total):
+        if done > 10_000:
+            raise interrupt
+
+    with pytest.raises(HostInterrupt) as info:
+        hub.fetch(REPO, FILE, str(online), progress=hook)
+    assert info.value is interrupt
+    partial = next((online / hub.PARTIAL_FOLDER).rglob("*" + hub.PARTIAL_SUFFIX))
+    assert 0 < partial.stat().st_size < len(PAYLOAD)
+
+
 def test_a_partial_file_of_another_version_is_not_appended_to(online, monkeypatch):
     FakeHub({REPO: {FILE: PAYLOAD}}).install(monkeypatch)
     stale = Path(hub.partial_path(str(online), FILE, "an-older-etag"))
