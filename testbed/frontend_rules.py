@@ -75,8 +75,8 @@ def _string_list(text: str, name: str, where: str) -> tuple[str, ...]:
 class MissingModelRules:
     allowed_sources: tuple[str, ...]
     allowed_suffixes: tuple[str, ...]
-    browser_saves_url_basename: bool   # useDownload: link.download = url.split('/').pop()
-    desktop_splits_label_at_slash: bool  # ElectronFileDownload: [savePath, filename] = label.split('/')
+    browser_saves_as: str  # "url basename" (1.32 useDownload: url.split('/').pop()) or "name" (1.45: model.name)
+    source: str            # the frontend files the rules were read from
 
     def problems(self, model: dict) -> list[str]:
         """Why the dialog would refuse or misplace a ``properties.models`` row (empty: a clean one-click row)."""
@@ -86,9 +86,9 @@ class MissingModelRules:
             out.append(f"url {url!r} is not from {self.allowed_sources}")
         if not name.endswith(self.allowed_suffixes):
             out.append(f"name {name!r} does not end with {self.allowed_suffixes} (the dialog shows an error row)")
-        if self.desktop_splits_label_at_slash and "/" in name:
-            out.append(f"name {name!r} has a folder: the desktop app saves only its first part")
-        if self.browser_saves_url_basename and url.split("/")[-1] != name:
+        if "/" in name:  # 1.32 desktop: label.split('/') keeps the first part; a browser turns '/' into '_'
+            out.append(f"name {name!r} has a folder: the dialog saves it flat, not where the loader looks")
+        if self.browser_saves_as == "url basename" and url.split("/")[-1] != name:
             out.append(f"the browser saves {url.split('/')[-1]!r}, not {name!r}")
         if not directory:
             out.append("no directory")
@@ -96,24 +96,41 @@ class MissingModelRules:
 
 
 def missing_model_rules() -> MissingModelRules:
-    dialog = _one_source("MissingModelsWarning.vue")
-    where = "MissingModelsWarning.vue"
-    download = _one_source("composables/useDownload.ts")
-    electron = _one_source("ElectronFileDownload.vue")
-    return MissingModelRules(
-        allowed_sources=_string_list(dialog, "allowedSources", where),
-        allowed_suffixes=_string_list(dialog, "allowedSuffixes", where),
-        browser_saves_url_basename="url.split('/').pop()" in download,
-        desktop_splits_label_at_slash="label.split('/')" in electron)
+    """The installed frontend's rules: the 1.32 dialog (MissingModelsWarning.vue) or the 1.45 panel
+    (platform/missingModel/missingModelDownload.ts)."""
+    if _sources("MissingModelsWarning.vue"):
+        dialog = _one_source("MissingModelsWarning.vue")
+        download = _one_source("composables/useDownload.ts")
+        where = "MissingModelsWarning.vue + useDownload.ts"
+        if "url.split('/').pop()" not in download:
+            raise FrontendRulesError(f"{where}: the browser download name rule changed in {frontend_version()}")
+        return MissingModelRules(_string_list(dialog, "allowedSources", where),
+                                 _string_list(dialog, "allowedSuffixes", where), "url basename", where)
+    panel = _one_source("missingModel/missingModelDownload.ts")
+    where = "missingModelDownload.ts"
+    if "link.download = model.name" not in panel:
+        raise FrontendRulesError(f"{where}: the browser download name rule changed in {frontend_version()}")
+    return MissingModelRules(_string_list(panel, "ALLOWED_SOURCES", where),
+                             _string_list(panel, "ALLOWED_SUFFIXES", where), "name", where)
 
 
 # ------------------------------------------------------------------------------------------------ vue-i18n
 
-def _vue_i18n_module() -> Path:
-    candidates = sorted(glob.glob(str(static_dir() / "assets" / "lib" / "vue-i18n" / "**" / "*.js"), recursive=True))
-    if not candidates:
-        raise FrontendRulesError(f"frontend {frontend_version()} ships no assets/lib/vue-i18n module in {static_dir()}")
-    return Path(candidates[0])
+def _vue_i18n_entry() -> tuple[Path, str, bool]:
+    """(module file, name under which it exports createI18n, whether it imports a bare "vue" that needs a shim).
+
+    1.32 ships vue-i18n as ``assets/lib/vue-i18n/dist/*.js`` (imports "vue"); 1.45 bundles it into a chunk
+    (``assets/vendor-i18n-*.js``, relative imports) that exports ``createI18n as <letter>``."""
+    lib = sorted(glob.glob(str(static_dir() / "assets" / "lib" / "vue-i18n" / "**" / "*.js"), recursive=True))
+    if lib:
+        return Path(lib[0]), "createI18n", True
+    for chunk in sorted(glob.glob(str(static_dir() / "assets" / "*.js"))):
+        with open(chunk, encoding="utf-8", errors="replace") as f:
+            text = f.read()
+        m = re.search(r"export\s*\{[^}]*\bcreateI18n as (\w+)", text)
+        if m and "createCompileError" in text:  # the message compiler is in the same chunk
+            return Path(chunk), m.group(1), False
+    raise FrontendRulesError(f"frontend {frontend_version()} ships no vue-i18n module in {static_dir()}")
 
 
 def _vue_module() -> Path:
@@ -128,14 +145,17 @@ def render_messages(messages: dict[str, str]) -> tuple[dict[str, object], list[s
     node = shutil.which("node")
     if node is None:
         raise FrontendRulesError("node is not on PATH (it runs the frontend's vue-i18n)")
+    module, export, needs_vue = _vue_i18n_entry()
     with tempfile.TemporaryDirectory(prefix="lune-vue-i18n-") as work:
-        shutil.copyfile(_vue_i18n_module(), os.path.join(work, "vi.mjs"))
-        vue = Path(work) / "node_modules" / "vue"
-        vue.mkdir(parents=True)
-        (vue / "package.json").write_text(json.dumps({"name": "vue", "type": "module", "exports": "./index.js"}))
-        (vue / "index.js").write_text(f"export * from {json.dumps(_vue_module().as_uri())};\n")
-        proc = subprocess.run([node, str(RENDER_SCRIPT), work], input=json.dumps(messages), capture_output=True,
-                              text=True, timeout=120)
+        if needs_vue:  # a copy beside a node_modules/vue that re-exports the frontend's own vue build
+            shutil.copyfile(module, os.path.join(work, "vi.mjs"))
+            module = Path(work) / "vi.mjs"
+            vue = Path(work) / "node_modules" / "vue"
+            vue.mkdir(parents=True)
+            (vue / "package.json").write_text(json.dumps({"name": "vue", "type": "module", "exports": "./index.js"}))
+            (vue / "index.js").write_text(f"export * from {json.dumps(_vue_module().as_uri())};\n")
+        proc = subprocess.run([node, str(RENDER_SCRIPT), module.as_uri(), export], input=json.dumps(messages),
+                              capture_output=True, text=True, timeout=120)
     if proc.returncode != 0:
         raise FrontendRulesError(f"rendering with the frontend's vue-i18n failed: {proc.stderr[-2000:]}")
     data = json.loads(proc.stdout)
