@@ -31,12 +31,6 @@ DONOR_ENTRIES = (entries.SD15_COMPANION,)             # Load Lune Model's clip_v
 CHECKPOINT_ENTRIES = entries.CHECKPOINT_ENTRIES       # Load Checkpoint (Lune downloads)
 
 
-def download_entry(repo_id: str) -> str:
-    """The list entry that fetches ``repo_id`` from Hugging Face: ``"[download] owner/name"`` (plus its licence)."""
-    found = next((e for e in (*MODEL_ENTRIES, *CHECKPOINT_ENTRIES, LYRA_ENTRY) if e.repo == repo_id), None)
-    return found.label if found else f"{DOWNLOAD_PREFIX}{repo_id}"
-
-
 def find_entry(name: str, among: tuple[DownloadEntry, ...]) -> DownloadEntry | None:
     """The ``[download]`` entry a list value names, or None for a file name."""
     return entries.by_label(name, among) if name.startswith(DOWNLOAD_PREFIX) else None
