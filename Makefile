@@ -1,6 +1,8 @@
 # ComfyUI-Lune — every command provisions what it needs first (idempotent; see .ci/provision.sh).
 ENV_DIR ?= $(or $(LUNE_ENV_DIR),$(HOME)/.cache/comfyui-lune)
 PY = $(ENV_DIR)/venv/bin/python
+# ComfyUI versions the ComfyUI suites run on (each provisioned in its own venv: $(ENV_DIR)/env-<version>.sh)
+VERSIONS ?= 0.3.75,0.28.2
 
 .PHONY: env lint test test-fast main bench workflows
 
@@ -11,12 +13,13 @@ env:
 lint: env
 	$(ENV_DIR)/venv/bin/ruff check .
 
-# The test command (CI runs this through .ci/run): lint, then every test.
+# The test command (CI runs this through .ci/run): lint, the unit tests once, then tests/integration + tests/browser
+# on every ComfyUI version in VERSIONS (one pytest process each), and a summary over all runs.
 test: lint
-	. $(ENV_DIR)/env.sh && $(PY) -m pytest -q
+	$(PY) tools/test_matrix.py --versions $(VERSIONS)
 
 test-fast: lint
-	. $(ENV_DIR)/env.sh && $(PY) -m pytest -q -m "not slow"
+	$(PY) tools/test_matrix.py --versions $(VERSIONS) -- -m "not slow"
 
 # The main job: a bundled workflow through a real ComfyUI server, writing a PNG.
 main: env

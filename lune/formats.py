@@ -56,9 +56,6 @@ class LuneCheckpoint:
     def has_vae(self) -> bool:
         return bool(self.full_state_dict) and any(k.startswith(VAE_PREFIXES) for k in self.full_state_dict)
 
-    def unet_bytes_fp32(self) -> int:
-        return sum(t.numel() * 4 for t in self.unet.values())
-
 
 def training_state_info(obj: Any) -> dict[str, Any]:
     """Plain values worth keeping from a trainer dict: ``cfg.*`` entries and the step/epoch counters."""

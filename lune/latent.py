@@ -18,6 +18,9 @@ from __future__ import annotations
 
 import torch
 
+from .errors import LuneError
+from .variants import UNNAMED, get_variant
+
 SD15_SCALE_FACTOR = 0.18215
 AUTO_TARGET_STD = 1.0 / SD15_SCALE_FACTOR
 AUTO_MIN_FACTOR = 0.25
@@ -72,3 +75,33 @@ def apply_multiplier(latent: torch.Tensor, factor: torch.Tensor | float) -> torc
     if isinstance(factor, torch.Tensor) and factor.ndim == 1:
         factor = factor.to(latent.device, torch.float32).view(-1, *([1] * (latent.ndim - 1)))
     return (latent.float() * factor).to(latent.dtype)
+
+
+VARIANT_DEFAULT, AUTO, FIXED = "variant default", "auto", "fixed"
+MODES = (VARIANT_DEFAULT, AUTO, FIXED)
+
+
+def resolve_mode(mode: str, multiplier: float, variant_name: str | None, has_model: bool) -> tuple[str, float, str]:
+    """(auto or fixed, multiplier, note for the log) for a Lune Latent Multiply setting.
+
+    ``variant default`` takes the variant's own multiplier (``Variant.latent_multiplier``: None → auto, a number →
+    fixed at it); ``variant_name`` is what the connected MODEL carries (None: not loaded by the pack)."""
+    note = ""
+    if mode == VARIANT_DEFAULT:
+        if not has_model:
+            raise LuneError("mode 'variant default' needs the model input: connect the Lune model, or choose "
+                            "mode auto or fixed.")
+        if variant_name is None:
+            raise LuneError("the connected MODEL carries no Lune variant (not loaded by Load Lune Model); choose "
+                            "mode auto or fixed.")
+        default = get_variant(variant_name).latent_multiplier
+        if variant_name == UNNAMED.name:
+            note = ("the model's variant was not named, so the latent is left unchanged (1.0). If it is "
+                    "sd15-flow-lune, pick variant lune on Load Lune Model (or mode auto).")
+        mode, multiplier = (AUTO, multiplier) if default is None else (FIXED, default)
+    if mode == FIXED and not MANUAL_RANGE[0] <= multiplier <= MANUAL_RANGE[1]:
+        raise LuneError(f"multiplier {multiplier} is out of range {MANUAL_RANGE}; use a value below 1 to "
+                        "tone down a bright or pixelated image.")
+    if mode not in (AUTO, FIXED):
+        raise LuneError(f"unknown mode {mode!r}")
+    return mode, float(multiplier), note

@@ -18,6 +18,7 @@ V_DISCRETE = "v_discrete"  # v-prediction on the SD1.5 discrete schedule (Sol)
 
 TRAINED_SHIFT_RANGE = (2.0, 2.5)
 SHIFT_MAX = 20.0  # beyond this σ' ≈ 1 for almost every step: a typo, not a setting
+SHIFT_LIMITS = {"min": 0.05, "max": SHIFT_MAX, "step": 0.05}  # the shift widgets of the loader and Lune Flow Shift
 
 
 def check_flow_shift(shift: float) -> None:

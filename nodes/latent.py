@@ -4,13 +4,12 @@ from __future__ import annotations
 import logging
 
 from ..lune.errors import LuneError
-from ..lune.latent import MANUAL_RANGE, apply_multiplier, estimate_multiplier, nonfinite_problem, sd15_latent_problem
-from ..lune.variants import UNNAMED, get_variant
+from ..lune.latent import (AUTO, MANUAL_RANGE, MODES, VARIANT_DEFAULT, apply_multiplier, estimate_multiplier,
+                           nonfinite_problem, resolve_mode, sd15_latent_problem)
 from .sampling_patches import lune_variant_of
 
 log = logging.getLogger("lune")
 
-VARIANT_DEFAULT, AUTO, FIXED = "variant default", "auto", "fixed"
 TAG = "lune_latent_multiplier"
 
 
@@ -25,7 +24,7 @@ class LuneLatentMultiply:
     def INPUT_TYPES(cls):
         return {"required": {
             "samples": ("LATENT", {"tooltip": "The sampler's output latent, before VAE Decode."}),
-            "mode": ([VARIANT_DEFAULT, AUTO, FIXED], {"default": VARIANT_DEFAULT, "tooltip": (
+            "mode": (list(MODES), {"default": VARIANT_DEFAULT, "tooltip": (
                 "variant default: lune → auto, every other variant (and a model whose variant was not named) → "
                 "1.0 (needs the model input). auto: one factor per batch from the latents' spread (0.25–1.0, "
                 "reported in the log). fixed: use multiplier.")}),
@@ -51,29 +50,15 @@ class LuneLatentMultiply:
         problem = sd15_latent_problem(x) or nonfinite_problem(x)
         if problem:
             raise LuneError(f"Lune Latent Multiply: {problem}")
-        if mode == VARIANT_DEFAULT:
-            if model is None:
-                raise LuneError("mode 'variant default' needs the model input: connect the Lune model, or choose "
-                                "mode auto or fixed.")
-            name = lune_variant_of(model)
-            if name is None:
-                raise LuneError("the connected MODEL carries no Lune variant (not loaded by Load Lune Model); choose "
-                                "mode auto or fixed.")
-            default = get_variant(name).latent_multiplier
-            if name == UNNAMED.name:
-                log.info("Lune latent multiply: the model's variant was not named, so the latent is left unchanged "
-                         "(1.0). If it is sd15-flow-lune, pick variant lune on Load Lune Model (or mode auto).")
-            mode, multiplier = (AUTO, multiplier) if default is None else (FIXED, default)
+        variant = lune_variant_of(model) if model is not None else None
+        mode, multiplier, note = resolve_mode(mode, multiplier, variant, model is not None)
+        if note:
+            log.info("Lune latent multiply: %s", note)
         if mode == AUTO:
             factor = float(estimate_multiplier(x))
             log.info("Lune latent multiply: auto factor %.3f for the batch of %d", factor, x.shape[0])
-        elif mode == FIXED:
-            if not MANUAL_RANGE[0] <= multiplier <= MANUAL_RANGE[1]:
-                raise LuneError(f"multiplier {multiplier} is out of range {MANUAL_RANGE}; use a value below 1 to "
-                                "tone down a bright or pixelated image.")
-            factor = float(multiplier)
         else:
-            raise LuneError(f"unknown mode {mode!r}")
+            factor = multiplier
         out = dict(samples)
         out["samples"] = apply_multiplier(x, factor)
         out[TAG] = {"factor": factor, "data_ptr": out["samples"].data_ptr()}

@@ -8,7 +8,7 @@ from ..lune import formats
 from ..lune.errors import MissingComponentError
 from ..lune.pipeline_folder import variant_from_pipeline_folder
 from ..lune.stamps import file_stamp
-from ..lune.variants import (FLOW, SHIFT_FROM_VARIANT, SHIFT_MAX, UNNAMED, VARIANT_NAMES, VARIANTS, check_flow_shift,
+from ..lune.variants import (FLOW, SHIFT_FROM_VARIANT, SHIFT_LIMITS, UNNAMED, VARIANT_NAMES, VARIANTS, check_flow_shift,
                              detect_variant, effective_shift, get_variant)
 from . import comfy_internals as comfy_api
 from . import downloads, paths
@@ -19,7 +19,6 @@ log = logging.getLogger("lune")
 
 FROM_FILE = "(from model file)"
 AUTO = "auto"
-SHIFT_LIMITS = {"min": 0.05, "max": SHIFT_MAX, "step": 0.05}
 # Flow variants' trained shifts, also handed to the frontend (web/lune.js draws the σ plot from them).
 VARIANT_SHIFTS = {name: v.default_shift for name, v in VARIANTS.items() if v.prediction == FLOW}
 

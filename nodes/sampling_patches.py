@@ -10,7 +10,7 @@ from ..lune.errors import UnsupportedModelError
 from ..lune.latent import sd15_latent_problem
 from ..lune.schedule import sol_timestep_label
 from ..lune.variants import FLOW, UNNAMED, V_DISCRETE, Variant
-from .comfy_internals import (CONST, SD15, V_PREDICTION, ModelSamplingDiscrete, ModelSamplingDiscreteFlow,
+from .comfy_internals import (CONST, EPS, SD15, V_PREDICTION, ModelSamplingDiscrete, ModelSamplingDiscreteFlow,
                               ModelSamplingFlux)
 
 
@@ -63,25 +63,55 @@ def flow_sampling_class(variant: Variant) -> type[LuneFlowSampling]:
     return cls
 
 
-class SolSampling(ModelSamplingDiscrete, V_PREDICTION):
-    """Sol (AbstractPhil/sd15-flow-matching): v-prediction on SD1.5's discrete schedule, as the author samples it.
+class LuneDiscreteSampling(ModelSamplingDiscrete):
+    """ComfyUI's discrete sampling with a σ table set from ``lune.discrete_schedule`` (or the model's own, SD1.5's
+    for Sol) and an optional timestep-label shift ``t_label = floor(999·shift(t/999))`` (AbstractPhil/
+    sd15-flow-matching's sampler; 0 = off). σ → t lookup, t → σ interpolation, sigma_min/max, noise scaling and the
+    prediction are ComfyUI's."""
+    label_shift = 0.0
+    beta_schedule = "scaled_linear"
 
-    * ``timestep(σ)`` → ``floor(999·shift(t/999))`` when a label shift > 0 is set (author tried 0/3/6/9);
-      σ values and input scaling stay on the unshifted grid.
-    * start noise is ``σ_max·ε`` (author) rather than ComfyUI's ``√(1+σ_max²)·ε``.
-    """
-    lune_variant = "sol"
-    shift = 0.0
-
-    def set_parameters(self, shift: float = 0.0, **_ignored):
-        self.shift = float(shift)
+    def set_schedule(self, sigmas, *, beta_schedule: str, beta_start: float, beta_end: float,
+                     zero_terminal_snr: bool, label_shift: float = 0.0) -> None:
+        self.set_sigmas(sigmas)  # float64 → float32 buffers ``sigmas`` / ``log_sigmas`` (ComfyUI's method)
+        self.num_timesteps = len(sigmas)
+        self.beta_schedule = beta_schedule
+        self.linear_start, self.linear_end = float(beta_start), float(beta_end)
+        self.zsnr = bool(zero_terminal_snr)
+        self.label_shift = float(label_shift)
 
     def timestep(self, sigma):
-        return sol_timestep_label(super().timestep(sigma), self.shift)
+        return sol_timestep_label(super().timestep(sigma), self.label_shift)
+
+
+class LuneDiscreteV(LuneDiscreteSampling, V_PREDICTION):
+    """v-prediction: c_in = 1/√(σ²+1), x̂0 = x/(σ²+1) − v·σ/√(σ²+1) (ComfyUI ``V_PREDICTION``)."""
+
+
+class LuneDiscreteEps(LuneDiscreteSampling, EPS):
+    """ε-prediction: c_in = 1/√(σ²+1), x̂0 = x − σ·ε (ComfyUI ``EPS``)."""
+
+
+class SolSampling(LuneDiscreteV):
+    """Sol (AbstractPhil/sd15-flow-matching): discrete v-prediction on the model's own SD1.5 table, as the author
+    samples it: start noise ``σ_max·ε`` (the author's) rather than ComfyUI's ``√(1+σ_max²)·ε``; the optional label
+    shift of ``LuneDiscreteSampling`` (author tried 0/3/6/9; σ values and input scaling stay unshifted)."""
+    lune_variant = "sol"
+
+    def set_parameters(self, shift: float = 0.0, **_ignored):
+        """``shift`` is the timestep-label shift (RES4LYF calls ``set_parameters(shift=…)`` on a copy)."""
+        self.label_shift = float(shift)
+
+    @property
+    def shift(self) -> float:
+        return self.label_shift
 
     def noise_scaling(self, sigma, noise, latent_image, max_denoise=False):
         require_sd15_latent(latent_image)
         return super().noise_scaling(sigma, noise, latent_image, max_denoise=False)
+
+
+DISCRETE_SAMPLINGS = {"v_prediction": LuneDiscreteV, "eps": LuneDiscreteEps}
 
 
 def require_sd15_latent(latent_image) -> None:
@@ -165,6 +195,16 @@ def install_sol(model, label_shift: float = 0.0):
     m = model.clone()
     sampling = SolSampling(model.model.model_config)
     sampling.set_parameters(shift=label_shift)
+    m.add_object_patch("model_sampling", sampling)
+    return m
+
+
+def install_discrete(model, prediction: str, sigmas, label_shift: float = 0.0, **schedule):
+    """MODEL → new MODEL sampled on the discrete σ table ``sigmas`` with ``prediction`` (v_prediction / eps);
+    ``schedule`` = beta_schedule, beta_start, beta_end, zero_terminal_snr (recorded on the object)."""
+    sampling = DISCRETE_SAMPLINGS[prediction](model.model.model_config)
+    sampling.set_schedule(sigmas, label_shift=label_shift, **schedule)
+    m = model.clone()
     m.add_object_patch("model_sampling", sampling)
     return m
 

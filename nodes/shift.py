@@ -4,8 +4,7 @@ from __future__ import annotations
 import logging
 
 from ..lune.errors import UnsupportedModelError
-from ..lune.variants import TRAINED_SHIFT_RANGE, UNNAMED, check_flow_shift, get_variant
-from .loader import SHIFT_LIMITS
+from ..lune.variants import SHIFT_LIMITS, TRAINED_SHIFT_RANGE, UNNAMED, check_flow_shift, get_variant
 from .sampling_patches import SolSampling, current_sampling, install_flow, lune_variant_of, require_sd15
 
 log = logging.getLogger("lune")

@@ -1,8 +1,9 @@
-"""ComfyUI in this Python process: real nodes, real validation, real PromptExecutor (ComfyUI 0.3.75 in-process)."""
+"""ComfyUI in this Python process: real nodes, real validation, real PromptExecutor (ComfyUI 0.3.75 and 0.28.2)."""
 from __future__ import annotations
 
 import asyncio
 import copy
+import inspect
 import logging
 import sys
 import uuid
@@ -98,7 +99,7 @@ class InProcessComfy:
         self.execution = execution
         self.server = _StubServer()
         self.executor = execution.PromptExecutor(self.server, cache_type=execution.CacheType.CLASSIC,
-                                                 cache_args={"lru": 0, "ram": 0})
+                                                 cache_args=_cache_args(execution))
         InProcessComfy._booted = self
 
     def run(self, prompt: dict) -> RunResult:
@@ -122,6 +123,15 @@ class InProcessComfy:
             for item in out.get(kind, []):
                 files.append(self.base_dir / "output" / item.get("subfolder", "") / item["filename"])
         return files
+
+
+def _cache_args(execution) -> dict:
+    """PromptExecutor's ``cache_args`` as this ComfyUI's main.py builds them, with every cache size 0: "lru" and
+    "ram" (0.3.75), plus "ram_inactive" where ``execute_async`` reads it (0.28.2's, since 0.23: a KeyError without)."""
+    args = {"lru": 0, "ram": 0}
+    if "ram_inactive" in inspect.getsource(execution.PromptExecutor):
+        args["ram_inactive"] = 0
+    return args
 
 
 class _CaptureImportFailures(logging.Handler):

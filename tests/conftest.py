@@ -33,6 +33,33 @@ def pytest_configure(config):
         pass  # no ComfyUI provisioned: library unit tests still run, ComfyUI tests fail with the reason
 
 
+def pytest_report_header(config):
+    """Which ComfyUI (and frontend, torch, RES4LYF) this run tests: the test matrix runs the suites once per version."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    from testbed.env import comfyui_dir, comfyui_version, res4lyf_path, res4lyf_skip_reason
+
+    def _dist(name):
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            return "absent"
+
+    res4lyf = res4lyf_path()
+    return [f"ComfyUI {comfyui_version()} at {comfyui_dir()} (frontend {_dist('comfyui-frontend-package')}, "
+            f"torch {_dist('torch')})",
+            f"RES4LYF: {res4lyf if res4lyf else res4lyf_skip_reason()}"]
+
+
+def pytest_collection_modifyitems(config, items):
+    """A ComfyUI version that .ci/provision.sh could not provision (no source for it) skips, with its reason."""
+    reason = os.environ.get("LUNE_COMFYUI_UNAVAILABLE")
+    if reason:
+        version = os.environ.get("LUNE_COMFYUI_VERSION", "this version")
+        for item in items:
+            item.add_marker(pytest.mark.skip(reason=f"ComfyUI {version} not provisioned: {reason}"))
+
+
 def pytest_unconfigure(config):
     if _BASE is not None:
         shutil.rmtree(_BASE, ignore_errors=True)
