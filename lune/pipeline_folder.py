@@ -4,20 +4,25 @@ A full diffusers pipeline folder (what ``DiffusionPipeline.save_pretrained`` wri
 or XCLiu/instaflow_0_9B_from_sd_1_5) looks like::
 
     <root>/model_index.json                  {"_class_name": "StableDiffusionPipeline", "scheduler": ["diffusers",
-                                               "FlowMatchEulerDiscreteScheduler"], "_name_or_path": …, …}
+                                               "FlowMatchEulerDiscreteScheduler"], …}
     <root>/scheduler/scheduler_config.json   {"_class_name": "FlowMatchEulerDiscreteScheduler", "shift": 1.0, …}
-    <root>/unet/config.json                  {"_class_name": "UNet2DConditionModel", "_name_or_path": …, …}
+    <root>/unet/config.json                  {"_class_name": "UNet2DConditionModel", …}
     <root>/unet/diffusion_pytorch_model.safetensors
 
-Only a few curated keys are read: the pipeline and scheduler class names, ``_name_or_path`` (diffusers records the
-repo id or folder the pipeline was loaded from) and the scheduler's ``shift``. A hint names a variant when
-* a ``_name_or_path`` or the pipeline class names one (the variant table in ``lune.variants``; the InstaFlow
-  authors' pipeline class is ``RectifiedFlowPipeline``, gnobitab/InstaFlow code/pipeline_rf.py), or
+Only a few curated keys are read: the pipeline and scheduler class names and the scheduler's ``shift``. A hint
+names a variant when
+* the pipeline class names one (the variant table in ``lune.variants``; the InstaFlow authors' pipeline class is
+  ``RectifiedFlowPipeline``, gnobitab/InstaFlow code/pipeline_rf.py), or
 * the scheduler is diffusers' ``FlowMatchEulerDiscreteScheduler`` with shift 1.0 (its default): an SD1.5 pipeline
   saved with the flow-matching scheduler and no shift is sd-flow-alpha's layout (trained with σ ~ U(0, 1), no
   shift: ppbrown/ai-training trainer/train_from_cached.py). Another shift names nothing: that folder is
   somebody's own flow finetune and the user picks the variant.
 Anything else (no pipeline files, a plain SD1.5 pipeline, unreadable JSON) returns None: never a guess.
+
+``_name_or_path`` is never read: diffusers' ``save_pretrained`` records there the repo id or folder the weights were
+loaded FROM (``ConfigMixin`` keeps the ``from_pretrained`` argument), which for a finetune is usually the model
+training started from, e.g. a lune-flux continuation whose config still says ``AbstractPhil/sd15-flow-lune``. Trusting
+it would give that lune-flux file Lune's latent multiplier and darken its images.
 """
 from __future__ import annotations
 
@@ -31,7 +36,6 @@ log = logging.getLogger("lune")
 
 MODEL_INDEX = "model_index.json"
 SCHEDULER_CONFIG = "scheduler/scheduler_config.json"
-UNET_CONFIG = "unet/config.json"
 FLOW_MATCH_SCHEDULER = "FlowMatchEulerDiscreteScheduler"
 UNSHIFTED_FLOW_VARIANT = "sd-flow-alpha"
 
@@ -58,9 +62,8 @@ def _read_json(path: str) -> dict:
 def pipeline_hints(root: str) -> dict[str, str]:
     """The curated keys of a pipeline folder as {"model_index.json _class_name": value, …} (strings only)."""
     hints: dict[str, str] = {}
-    for rel, keys in ((MODEL_INDEX, ("_class_name", "_name_or_path", "scheduler")),
-                      (SCHEDULER_CONFIG, ("_class_name", "shift", "_name_or_path")),
-                      (UNET_CONFIG, ("_name_or_path",))):
+    for rel, keys in ((MODEL_INDEX, ("_class_name", "scheduler")),
+                      (SCHEDULER_CONFIG, ("_class_name", "shift"))):
         data = _read_json(os.path.join(root, *rel.split("/")))
         for key in keys:
             value = data.get(key)
@@ -78,7 +81,7 @@ def variant_from_pipeline_folder(unet_path: str) -> tuple[Variant, str] | None:
         return None
     hints = pipeline_hints(root)
     for source, value in hints.items():
-        if source.endswith(("_name_or_path", MODEL_INDEX + " _class_name")):
+        if source == f"{MODEL_INDEX} _class_name":
             named = variant_named_in(value)
             if named:
                 return named[0], f"{source} mentions {named[1]!r}"

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from . import paths, sampler
+from .checkpoint_loader import LuneCheckpointLoader
 from .convert import LuneConvertToSafetensors
 from .discrete_schedule import LuneDiscreteSchedule
 from .handoff import LuneLatentHandoff
@@ -23,6 +24,7 @@ NODE_CLASS_MAPPINGS = {
     "LyraLoader": LyraLoader,
     "LyraEncode": LyraEncode,
     "LuneDiscreteSchedule": LuneDiscreteSchedule,
+    "LuneCheckpointLoader": LuneCheckpointLoader,
 }
 NODE_DISPLAY_NAME_MAPPINGS = {
     "LuneModelLoader": "Load Lune Model",
@@ -35,6 +37,7 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "LyraLoader": "Load Lyra (CLIP+T5 fusion)",
     "LyraEncode": "Lyra Encode (CLIP-L + T5)",
     "LuneDiscreteSchedule": "Lune Discrete Schedule (betas · v-pred · ZTSNR)",
+    "LuneCheckpointLoader": "Load Checkpoint (Lune downloads)",
 }
 
 

@@ -111,7 +111,7 @@ load_diffusion_model_state_dict = _bind(
     why="build MODEL from a UNet-only state dict, LDM or diffusers keys (as UNETLoader)")
 load_checkpoint_guess_config = _bind(
     "load_checkpoint_guess_config", "comfy.sd.load_checkpoint_guess_config",
-    why="load the merged checkpoint the merge node wrote")
+    why="load the merged checkpoint the merge node wrote; Load Checkpoint (Lune downloads)")
 CLIP = _bind("CLIP", "comfy.sd.CLIP", why="build CLIP from a donor checkpoint's CLIP tensors (clip_vae_from)")
 VAE = _bind("VAE", "comfy.sd.VAE", why="build VAE from a donor checkpoint's VAE tensors (clip_vae_from)")
 SD15 = _bind("SD15", "comfy.supported_models.SD15",

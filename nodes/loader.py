@@ -29,19 +29,11 @@ def _shift_tooltip() -> str:
             f"({defaults}); any other value overrides it. Higher spends more steps at high noise. Ignored for sol.")
 
 
-def _download_variant(repo: str):
-    variant = next((v for v in map(get_variant, VARIANT_NAMES) if v.hf_repo == repo), None)
-    if variant is None or not variant.hf_unet_file:
-        raise MissingComponentError(f"no known file to download for {repo}")
-    return variant
-
-
 def _resolve(model_name: str) -> tuple[str, str | None]:
     """(local path, variant implied by a download entry or None)."""
-    repo = paths.entry_repo(model_name)
-    if repo is not None:
-        variant = _download_variant(repo)
-        return downloads.fetch(repo, [variant.hf_unet_file])[0], variant.name
+    entry = paths.find_entry(model_name, paths.MODEL_ENTRIES)
+    if entry is not None:
+        return downloads.fetch_entry(entry)[0], entry.variant
     path = paths.resolve_model(model_name)
     if path is None:
         raise MissingComponentError(f"model file {model_name!r} was not found in models/checkpoints or "
@@ -51,17 +43,29 @@ def _resolve(model_name: str) -> tuple[str, str | None]:
 
 def _model_stamp(model_name: str) -> str:
     """Reload stamp of the model file and the config.json beside it (diffusers ``unet/`` folders)."""
-    repo = paths.entry_repo(model_name)
-    if repo is not None:
-        variant = next((v for v in map(get_variant, VARIANT_NAMES) if v.hf_repo == repo and v.hf_unet_file), None)
-        return downloads.stamp(repo, [variant.hf_unet_file]) if variant else model_name
+    entry = paths.find_entry(model_name, paths.MODEL_ENTRIES)
+    if entry is not None:
+        return downloads.entry_stamp(entry)
     path = paths.resolve_model(model_name)
     if path is None:
         return model_name
     return file_stamp(path, os.path.join(os.path.dirname(path), "config.json"))
 
 
+def _donor_stamp(checkpoint_name: str) -> str:
+    if checkpoint_name == FROM_FILE:
+        return checkpoint_name
+    entry = paths.find_entry(checkpoint_name, paths.DONOR_ENTRIES)
+    if entry is not None:
+        return downloads.entry_stamp(entry)
+    donor = comfy_api.get_full_path("checkpoints", checkpoint_name)
+    return file_stamp(donor) if donor else checkpoint_name
+
+
 def donor_path(checkpoint_name: str) -> str:
+    entry = paths.find_entry(checkpoint_name, paths.DONOR_ENTRIES)
+    if entry is not None:
+        return downloads.fetch_entry(entry)[0]
     path = comfy_api.get_full_path("checkpoints", checkpoint_name)
     if path is None:
         raise MissingComponentError(f"clip_vae_from: {checkpoint_name!r} is not in models/checkpoints. Refresh the "
@@ -78,7 +82,9 @@ class LuneModelLoader:
             "model_name": (paths.list_models(), {"tooltip": (
                 "Lune/Sol checkpoint: single-file (.safetensors/.ckpt) in models/checkpoints, a diffusers "
                 "unet/diffusion_pytorch_model.safetensors or a training-state .pt in models/diffusion_models. "
-                "[download] entries fetch the published weights from Hugging Face (honours HF_HUB_OFFLINE).")}),
+                "[download] entries fetch the published weights from Hugging Face into "
+                "models/diffusion_models/<owner>_<repo>/ (resumable: Cancel keeps the part downloaded; honours "
+                "HF_HUB_OFFLINE).")}),
             "variant": ([AUTO, *VARIANT_NAMES], {"default": AUTO, "tooltip": (
                 "auto: read from the file's metadata and path, and from a diffusers folder's model_index.json / "
                 "scheduler config (the log says what was chosen). lune / lune-flux: rectified flow. sol: "
@@ -86,9 +92,10 @@ class LuneModelLoader:
                 "finetunes (UNet timestep 999·σ). instaflow: InstaFlow-0.9B and 2-Rectified Flow (output x0 − ε).")}),
             "shift": ("FLOAT", {"default": SHIFT_FROM_VARIANT, **SHIFT_LIMITS, "min": SHIFT_FROM_VARIANT,
                                 "variant_shifts": VARIANT_SHIFTS, "tooltip": _shift_tooltip()}),
-            "clip_vae_from": ([FROM_FILE, *comfy_api.get_filename_list("checkpoints")], {"tooltip": (
+            "clip_vae_from": ([FROM_FILE, *paths.list_checkpoints(paths.DONOR_ENTRIES)], {"tooltip": (
                 "Where CLIP and VAE come from. UNet-only files (diffusers, .pt) have none: pick any SD1.5 "
-                "checkpoint here, or leave CLIP/VAE unconnected and use separate loaders.")}),
+                "checkpoint here (the [download] entry fetches SD1.5 into models/checkpoints), or leave CLIP/VAE "
+                "unconnected and use separate loaders.")}),
         }}
 
     RETURN_TYPES = ("MODEL", "CLIP", "VAE")
@@ -99,8 +106,7 @@ class LuneModelLoader:
 
     @classmethod
     def IS_CHANGED(cls, model_name, variant, shift, clip_vae_from):
-        donor = comfy_api.get_full_path("checkpoints", clip_vae_from) if clip_vae_from != FROM_FILE else None
-        return (_model_stamp(model_name), variant, shift, file_stamp(donor) if donor else clip_vae_from)
+        return (_model_stamp(model_name), variant, shift, _donor_stamp(clip_vae_from))
 
     def load(self, model_name, variant, shift, clip_vae_from):
         if shift != SHIFT_FROM_VARIANT:

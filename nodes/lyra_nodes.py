@@ -19,13 +19,13 @@ import torch
 
 from ..lune.stamps import file_stamp
 from ..lyra import LyraCheckpointError, LyraInputError, load_lyra, transform_conditioning
-from ..lyra.config import PUBLISHED_FILES, PUBLISHED_REPO
+
 from . import downloads, lyra_inputs, lyra_model, paths
 from .comfy_internals import text_encoder_device
 
 log = logging.getLogger("lune.lyra")
 
-DOWNLOAD_ENTRY = paths.download_entry(PUBLISHED_REPO)
+DOWNLOAD_ENTRY = paths.LYRA_ENTRY.label
 DEVICE_DEFAULT = "default"
 DEVICES = (DEVICE_DEFAULT, "cpu")
 
@@ -33,7 +33,7 @@ DEVICES = (DEVICE_DEFAULT, "cpu")
 def resolve_lyra(lyra_name: str) -> tuple[str, str | None]:
     """(weights path, explicit config path or None = the reader looks beside the weights)."""
     if lyra_name == DOWNLOAD_ENTRY:
-        config, weights = downloads.fetch(PUBLISHED_REPO, PUBLISHED_FILES, paths.LYRA_FOLDER)
+        config, weights = downloads.fetch_entry(paths.LYRA_ENTRY)
         return weights, config
     path = paths.resolve_lyra(lyra_name)
     if path is None:
@@ -46,7 +46,7 @@ def resolve_lyra(lyra_name: str) -> tuple[str, str | None]:
 def lyra_stamp(lyra_name: str) -> str:
     """Reload stamp of the weights and every config file the reader may use."""
     if lyra_name == DOWNLOAD_ENTRY:
-        return downloads.stamp(PUBLISHED_REPO, PUBLISHED_FILES, paths.LYRA_FOLDER)
+        return downloads.entry_stamp(paths.LYRA_ENTRY)
     path = paths.resolve_lyra(lyra_name)
     return file_stamp(path, *paths.lyra_companions(path)) if path else lyra_name
 

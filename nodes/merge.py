@@ -30,7 +30,7 @@ class LuneMergeModels:
                        "by 1/(1−p)). geometric_median: Weiszfeld. tgmd: DROP → TIES-SOUP → geometric median "
                        "(AstolfoMix-XL)."}),
             "density": ("FLOAT", {"default": 1.0, "min": 0.01, "max": 1.0, "step": 0.01, "tooltip":
-                        "ties only: fraction of each task vector kept (largest |τ|)."}),
+                        "ties only: fraction of each task vector kept (the entries of largest magnitude)."}),
             "drop_rate": ("FLOAT", {"default": 0.1, "min": 0.0, "max": 0.99, "step": 0.01, "tooltip":
                           "dare/drop/tgmd: probability p that an element of τ is dropped (seeded)."}),
             "strength": ("FLOAT", {"default": 1.0, "min": -4.0, "max": 4.0, "step": 0.05, "tooltip":

@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import os
 
-from ..lune.variants import VARIANTS
+from ..lune import download_entries as entries
+from ..lune.download_rules import FIXED, DownloadEntry
+from ..lyra.config import PUBLISHED_FILES as LYRA_FILES
 from ..lyra.config import PUBLISHED_REPO as LYRA_REPO
 from . import comfy_internals as comfy_api
 
@@ -22,14 +24,16 @@ def register_folders() -> None:
 
 # ------------------------------------------------------------------------------------------------ [download] entries
 
-def download_entry(repo_id: str) -> str:
-    """The list entry that fetches ``repo_id`` from Hugging Face: ``"[download] owner/name"``."""
-    return f"{DOWNLOAD_PREFIX}{repo_id}"
+# Load Lyra: model.pt + config.json (the Lyra reader takes the config from beside the weights).
+LYRA_ENTRY = DownloadEntry(LYRA_REPO, LYRA_FOLDER, FIXED, tuple(LYRA_FILES), what="Lyra (config.json + model.pt)")
+MODEL_ENTRIES = entries.MODEL_ENTRIES                 # Load Lune Model's model_name
+DONOR_ENTRIES = (entries.SD15_COMPANION,)             # Load Lune Model's clip_vae_from
+CHECKPOINT_ENTRIES = entries.CHECKPOINT_ENTRIES       # Load Checkpoint (Lune downloads)
 
 
-def entry_repo(name: str) -> str | None:
-    """The repo of a ``[download]`` entry, or None for a file name."""
-    return name[len(DOWNLOAD_PREFIX):] if name.startswith(DOWNLOAD_PREFIX) else None
+def find_entry(name: str, among: tuple[DownloadEntry, ...]) -> DownloadEntry | None:
+    """The ``[download]`` entry a list value names, or None for a file name."""
+    return entries.by_label(name, among) if name.startswith(DOWNLOAD_PREFIX) else None
 
 
 def download_root(repo_id: str, folder: str = DOWNLOADS_FOLDER) -> str:
@@ -41,7 +45,7 @@ def download_root(repo_id: str, folder: str = DOWNLOADS_FOLDER) -> str:
 
 
 def download_entries() -> list[str]:
-    return [download_entry(v.hf_repo) for v in VARIANTS.values() if v.hf_unet_file]
+    return entries.labels(MODEL_ENTRIES)
 
 
 # ------------------------------------------------------------------------------------------------ Lune models
@@ -71,7 +75,7 @@ def resolve_model(name: str) -> str | None:
 def list_lyra() -> list[str]:
     """Weight files in models/lyra (config.json beside them), then the Hugging Face download entry."""
     names = [n for n in comfy_api.get_filename_list(LYRA_FOLDER) if n.lower().endswith(LYRA_WEIGHT_SUFFIXES)]
-    return names + [download_entry(LYRA_REPO)]
+    return names + [LYRA_ENTRY.label]
 
 
 def resolve_lyra(name: str) -> str | None:
@@ -83,3 +87,10 @@ def resolve_lyra(name: str) -> str | None:
 def lyra_companions(weights: str) -> list[str]:
     """The files the Lyra reader may take the config from: ``<stem>.json`` and ``config.json`` beside the weights."""
     return [os.path.splitext(weights)[0] + ".json", os.path.join(os.path.dirname(weights), "config.json")]
+
+
+# ------------------------------------------------------------------------------------------------ checkpoints
+
+def list_checkpoints(among: tuple[DownloadEntry, ...]) -> list[str]:
+    """Files of models/checkpoints, then the given download entries (clip_vae_from, Load Checkpoint)."""
+    return list(comfy_api.get_filename_list("checkpoints")) + entries.labels(among)

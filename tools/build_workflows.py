@@ -10,20 +10,22 @@ from pathlib import Path
 from testbed.ui_workflow import UiGraph
 
 from . import notes_zh
-from .model_sources import LYRA, SD15_COMPANION, SDXL_BASE, T5_BASE, ModelSource, lune_variant_file
+from .model_sources import (INSTAFLOW_ENTRY, LUNE_ENTRY, LUNE_FLUX_ENTRY, LYRA_ENTRY, SD15_COMPANION,
+                            SD15_COMPANION_ENTRY, SDXL_BASE, SOL_ENTRY, SQCU_ENTRY, T5_BASE, ModelSource)
 from .thumbnails import write_thumbnail
 
 WORKFLOWS_DIR = Path(__file__).resolve().parents[1] / "workflows"
 LUNE_COLOR = ("#2b3a55", "#1f2940")
-LUNE_MODEL = lune_variant_file("lune")            # the author's training state: the loader's [download] entry
-LUNE_FLUX_MODEL = lune_variant_file("lune-flux")  # the recommended lune-flux checkpoint
-DEFAULT_COMPANION = SD15_COMPANION
+LUNE_MODEL = LUNE_ENTRY            # the author's training state: the loader's [download] entry
+LUNE_FLUX_MODEL = LUNE_FLUX_ENTRY  # the recommended lune-flux checkpoint
+DEFAULT_COMPANION = SD15_COMPANION_ENTRY  # clip_vae_from: SD1.5's CLIP and VAE, fetched by the loader
 NOTE_TXT2IMG = """Lune (SD1.5 rectified flow) with the stock KSampler.
 
 1. model_name '[download] AbstractPhil/sd15-flow-lune' fetches the author's sd15_flow_lune_e52_s52000.pt
-   (10 GB, once). Or pick your own Lune file: models/diffusion_models (diffusers unet/ folder or training .pt)
-   or models/checkpoints (single-file). UNet-only files need CLIP+VAE: pick any SD1.5 checkpoint in
-   clip_vae_from (the template names v1-5-pruned-emaonly-fp16; the Missing Models dialog offers it).
+   (10 GB, once; Cancel keeps what arrived, the next run resumes). Or pick your own Lune file:
+   models/diffusion_models (diffusers unet/ folder or training .pt) or models/checkpoints (single-file).
+   UNet-only files need CLIP+VAE: clip_vae_from '[download] Comfy-Org/stable-diffusion-v1-5-archive'
+   fetches SD1.5 into models/checkpoints (or pick any SD1.5 checkpoint you have).
 2. Load Lune Model sets flow sampling (shift 2.0; trained 2.0-2.5). No ModelSamplingSD3 needed.
 3. Sampler: euler or lune_euler, scheduler simple/normal/beta or lune_flow (the author's grid). Avoid karras,
    exponential, linear_quadratic: they ignore the shift.
@@ -48,15 +50,16 @@ def lune_txt2img(model=LUNE_MODEL, companion=DEFAULT_COMPANION, variant="auto", 
 
 # --------------------------------------------------------------------------- more bundled workflows (issue: templates)
 
-# Sol's author publishes per-epoch training states without a fixed file name: the user picks one (no download).
-SOL_MODEL = "sd15-flow-matching/sol.safetensors"
+# Sol's author publishes one training state per epoch: the [download] entry resolves the newest from the listing.
+SOL_MODEL = SOL_ENTRY
 EXAMPLE_IMAGE = "example.png"  # the name ComfyUI ships in input/ (the tests copy one into their own input/)
 RES4LYF_WIDGETS = [0.5, "multistep/res_2m", "beta57", 25, -1, 1.0, 7.5, 42, "fixed", "standard", True]
 
 NOTE_FLUX = """Lune-Flux (AbstractPhil/sd15-flow-lune-flux): the recommended Lune, sampled as the author does.
 
-1. Put the diffusers unet/ folder (or a single-file export) in models/diffusion_models; pick any SD1.5
-   checkpoint in clip_vae_from for CLIP+VAE.
+1. model_name '[download] AbstractPhil/sd15-flow-lune-flux' fetches the author's UNet into
+   models/diffusion_models/AbstractPhil_sd15-flow-lune-flux/; clip_vae_from '[download] Comfy-Org/
+   stable-diffusion-v1-5-archive' fetches SD1.5 for CLIP+VAE. Or pick your own files.
 2. variant lune-flux (explicit, no guessing), shift 2.0 (trained 2.0-2.5).
 3. lune_euler + lune_flow = the author's Euler on sigma_i = shift(1 - i/N), ending exactly at 0.
    euler + simple gives nearly the same grid.
@@ -67,6 +70,8 @@ NOTE_SOL = """Sol (AbstractPhil/sd15-flow-matching): NOT rectified flow.
 
 Sol is v-prediction on SD1.5's discrete schedule. Load Lune Model with variant sol installs that
 (the shift widget is ignored for sol; the author's default is unshifted).
+- model_name '[download] AbstractPhil/sd15-flow-matching' fetches the newest epoch's training state
+  the repository lists (the log names it); clip_vae_from fetches SD1.5 for CLIP+VAE.
 - Sampler lune_euler + scheduler lune_flow = the author's Euler on the trailing discrete grid.
 - 20 steps, CFG 7.5, 512x512 (author's settings). Do not add Lune Flow Shift (it refuses Sol).
 - Quality is modest by the author's own account."""
@@ -112,10 +117,10 @@ def _name(item: ModelSource | str) -> str:
 
 def _lune_loader(g: UiGraph, model: ModelSource | str, companion: ModelSource | str, variant: str, shift: float,
                  pos=(20, 380)) -> int:
-    """Load Lune Model; its files carry ``properties.models`` so the frontend offers the downloads."""
+    """Load Lune Model with ``[download]`` entries (or file names for a user's own copy); no ``properties.models``:
+    the frontend's dialog cannot place these files where the loader reads them, the entries do."""
     return g.add("LuneModelLoader", [_name(model), variant, shift, _name(companion)], pos=pos, size=(420, 170),
-                 outputs=[("MODEL", "MODEL"), ("CLIP", "CLIP"), ("VAE", "VAE")], color=LUNE_COLOR,
-                 models=_sources(model, companion))
+                 outputs=[("MODEL", "MODEL"), ("CLIP", "CLIP"), ("VAE", "VAE")], color=LUNE_COLOR)
 
 
 def _lune_inputs(g: UiGraph, model=LUNE_FLUX_MODEL, companion=DEFAULT_COMPANION, variant="auto", shift=2.0,
@@ -250,10 +255,11 @@ def lune_res4lyf(size=512) -> dict:
 
 NOTE_LYRA = """Lune + Lyra (AbstractPhil/vae-lyra): CLIP-L and t5-base fused by Lyra, fed to the SD1.5 UNet.
 
-1. Load Lyra names AbstractPhil_vae-lyra/model.pt: pick '[download] AbstractPhil/vae-lyra' once to fetch
-   model.pt + config.json into models/lyra/AbstractPhil_vae-lyra/ (or put them there yourself).
-2. Load CLIP: a t5-base encoder (e.g. t5_base.safetensors in models/text_encoders), type stable_audio.
-   Not T5-XXL (Flux/SD3): Lyra was trained on t5-base (768 wide).
+1. Load Lyra '[download] AbstractPhil/vae-lyra' fetches model.pt + config.json into
+   models/lyra/AbstractPhil_vae-lyra/ on the first run (or put them there yourself).
+2. Load CLIP: a t5-base encoder, type stable_audio (t5_base.safetensors in models/text_encoders; the
+   browser saves google-t5/t5-base's file as model.safetensors: rename it). Not T5-XXL (Flux/SD3):
+   Lyra was trained on t5-base (768 wide).
 3. Lyra Encode for BOTH positive and negative (empty negative goes through Lyra too, as the author does).
    clip-skip must stay off for Lyra: no CLIP Set Last Layer, it was trained on CLIP-L's last layer.
 4. mode mean = deterministic; sample = the author's random z (seed). strength 1 = the author's behaviour,
@@ -270,8 +276,8 @@ def lune_lyra(model=LUNE_FLUX_MODEL, companion=DEFAULT_COMPANION, t5_file=T5_BAS
     loader = _lune_loader(g, model, companion, "lune-flux", 2.0, pos=(20, 410))
     t5 = g.add("CLIPLoader", [_name(t5_file), "stable_audio", "default"], pos=(20, 610), size=(420, 110),
                title="Load CLIP (t5-base)", outputs=[("CLIP", "CLIP")], models=_sources(t5_file))
-    lyra = g.add("LyraLoader", [LYRA.name, "default"], pos=(20, 750), size=(420, 90),
-                 outputs=[("lyra", "LYRA")], color=LUNE_COLOR, models=_sources(LYRA))
+    lyra = g.add("LyraLoader", [LYRA_ENTRY, "default"], pos=(20, 750), size=(420, 90),
+                 outputs=[("lyra", "LYRA")], color=LUNE_COLOR)
     encode_inputs = [("clip", "CLIP"), ("t5", "CLIP"), ("lyra", "LYRA")]
     pos_ = g.add("LyraEncode", [positive, "mean", 0, "fixed", 1.0], pos=(470, 20), size=(400, 230), title="Positive",
                  inputs=encode_inputs, outputs=[("CONDITIONING", "CONDITIONING")], color=LUNE_COLOR)
@@ -288,15 +294,15 @@ def lune_lyra(model=LUNE_FLUX_MODEL, companion=DEFAULT_COMPANION, t5_file=T5_BAS
     return g.to_json()
 
 
-# The InstaFlow repositories are 2023 diffusers folders whose weight file names we could not verify: the user
-# places the folder and picks its file (no download is offered).
-INSTAFLOW_MODEL = "instaflow_0_9B_from_sd_1_5/unet/diffusion_pytorch_model.safetensors"
+# The InstaFlow repositories are 2023 diffusers folders: the [download] entry fetches unet/ in whatever weight
+# format the repository holds (.safetensors first, .bin read with weights_only).
+INSTAFLOW_MODEL = INSTAFLOW_ENTRY
 NOTE_INSTAFLOW = """InstaFlow (gnobitab/InstaFlow): SD1.5 made a one-step / few-step generator by Rectified Flow.
 Weights CC-BY-NC-4.0 (non-commercial) + CreativeML Open RAIL-M; code MIT.
 
-1. Put the diffusers folder in models/diffusion_models, e.g. instaflow_0_9B_from_sd_1_5/ (XCLiu/
-   instaflow_0_9B_from_sd_1_5) or 2_rectified_flow_from_sd_1_5/ (XCLiu/2_rectified_flow_from_sd_1_5),
-   and pick its unet/diffusion_pytorch_model file. clip_vae_from: any SD1.5 checkpoint.
+1. model_name '[download] XCLiu/instaflow_0_9B_from_sd_1_5 (CC-BY-NC-4.0, non-commercial)' fetches the
+   unet/ folder (.safetensors or .bin) into models/diffusion_models/XCLiu_instaflow_0_9B_from_sd_1_5/;
+   the 2_rectified_flow_from_sd_1_5 entry fetches 2-Rectified Flow. clip_vae_from fetches SD1.5.
 2. variant instaflow (the model outputs x0 - noise, the opposite sign of Lune; auto also finds it from
    the folder name). shift 0 = the variant's trained shift, 1.0 (no shift).
 3. InstaFlow-0.9B: 1 step, CFG 1.0 (as here). 2-Rectified Flow: 25 steps (2-8 usable), CFG 1.0-2.0,
@@ -398,14 +404,16 @@ def lune_to_sdxl_refine(seed=42, denoise=0.4,
     return g.to_json()
 
 
-# The SQCU repository's weight file name is not verified: the user places the checkpoint (no download offered).
-SQCU_CHECKPOINT = "sd_xl_base_1.0_0.9_16bit_vpred_sqcusnr.safetensors"
+# The stock Load Checkpoint cannot fetch SQCU's checkpoint (its file name is only known from the repository
+# listing): Load Checkpoint (Lune downloads) resolves the single file and loads it exactly as the stock node does.
+SQCU_CHECKPOINT = SQCU_ENTRY
 NOTE_DISCRETE = """SDXL v-prediction + zero terminal SNR (SQCU/sd_xl_base_1.0_0.9_16bit_vpred_sqcusnr).
 
 That model was retrained on a schedule ComfyUI cannot know from the file:
 v-prediction, scaled_linear betas 0.00085 -> 0.024 (stock: 0.012), rescaled to zero terminal SNR.
 Lune Discrete Schedule sets exactly that on the MODEL; the stock ModelSamplingDiscrete node has no beta inputs.
-1. Put the checkpoint in models/checkpoints; Load Checkpoint as usual (CLIP and VAE from the file).
+1. Load Checkpoint (Lune downloads) '[download] SQCU/...' fetches the repository's single-file checkpoint
+   into models/checkpoints/SQCU_.../ (or pick your own checkpoint); CLIP and VAE come from the file.
 2. Lune Discrete Schedule: v_prediction, scaled_linear, 0.00085, 0.024, zero_terminal_snr on
    (the log says what the file was loaded as). timestep_label_shift stays 0.
 3. KSampler: euler + simple (= diffusers 'trailing' spacing: the first step is pure noise), 25 steps.
@@ -419,8 +427,8 @@ def sdxl_vpred_ztsnr(checkpoint=SQCU_CHECKPOINT, steps=25, cfg=5.0, size=1024, s
     """Stock Load Checkpoint → Lune Discrete Schedule (SQCU settings) → KSampler → VAE Decode → Save Image."""
     g = UiGraph()
     _read_me(g, NOTE_DISCRETE, notes_zh.NOTE_DISCRETE_ZH)
-    ckpt = g.add("CheckpointLoaderSimple", [checkpoint], pos=(20, 380), size=(420, 100),
-                 outputs=[("MODEL", "MODEL"), ("CLIP", "CLIP"), ("VAE", "VAE")])
+    ckpt = g.add("LuneCheckpointLoader", [checkpoint], pos=(20, 380), size=(420, 100),
+                 outputs=[("MODEL", "MODEL"), ("CLIP", "CLIP"), ("VAE", "VAE")], color=LUNE_COLOR)
     sched = g.add("LuneDiscreteSchedule", ["v_prediction", "scaled_linear", 0.00085, 0.024, True, 0.0],
                   pos=(20, 510), size=(420, 200), inputs=[("model", "MODEL")], outputs=[("MODEL", "MODEL")],
                   color=LUNE_COLOR)
@@ -455,10 +463,10 @@ NOTE_MERGE = """Lune Merge Models: many Lune/SD1.5 checkpoints -> one new checkp
 def lune_merge(models="lune_a.safetensors\nlune_b.safetensors", steps=25, cfg=7.5, size=512, seed=42) -> dict:
     g = UiGraph()
     _read_me(g, NOTE_MERGE, notes_zh.NOTE_MERGE_ZH)
-    merge = g.add("LuneMergeModels", [DEFAULT_COMPANION.name, models, "tgmd", 1.0, 0.1, 1.0, 0, "fixed", 100,
+    merge = g.add("LuneMergeModels", [SD15_COMPANION.name, models, "tgmd", 1.0, 0.1, 1.0, 0, "fixed", 100,
                                       "lune_merge"], pos=(20, 380), size=(420, 360),
                   outputs=[("MODEL", "MODEL"), ("CLIP", "CLIP"), ("VAE", "VAE")], color=LUNE_COLOR,
-                  models=_sources(DEFAULT_COMPANION))
+                  models=_sources(SD15_COMPANION))
     shift = g.add("LuneShift", [2.0], pos=(20, 770), size=(420, 90), inputs=[("model", "MODEL")],
                   outputs=[("MODEL", "MODEL")], color=LUNE_COLOR)
     pos_ = g.add("CLIPTextEncode", ["a watercolor painting of a lighthouse on a cliff at dusk, soft light"],

@@ -3,9 +3,10 @@
 NOTE_TXT2IMG_ZH = """Lune（SD1.5 整流/流匹配模型）配合原生 KSampler。
 
 1. model_name 选 '[download] AbstractPhil/sd15-flow-lune' 会下载作者的 sd15_flow_lune_e52_s52000.pt
-   （约 10 GB，只下载一次）。也可以选自己的 Lune 文件：models/diffusion_models（diffusers unet/ 文件夹或
-   训练 .pt）或 models/checkpoints（单文件）。只有 UNet 的文件需要 CLIP+VAE：在 clip_vae_from 选任意
-   SD1.5 检查点（模板里是 v1-5-pruned-emaonly-fp16，缺失模型对话框会提供下载）。
+   （约 10 GB，只下载一次；取消会保留已下载的部分，下次运行接着下载）。也可以选自己的 Lune 文件：
+   models/diffusion_models（diffusers unet/ 文件夹或训练 .pt）或 models/checkpoints（单文件）。
+   只有 UNet 的文件需要 CLIP+VAE：clip_vae_from 选 '[download] Comfy-Org/stable-diffusion-v1-5-archive'
+   会把 SD1.5 下载到 models/checkpoints（也可以选你已有的任意 SD1.5 检查点）。
 2. “加载 Lune 模型”已设置好流匹配采样（偏移 2.0，训练范围 2.0–2.5），不需要 ModelSamplingSD3。
 3. 采样器：euler 或 lune_euler；调度器：simple/normal/beta 或 lune_flow（作者的网格）。
    不要用 karras、exponential、linear_quadratic：它们忽略偏移。
@@ -15,8 +16,9 @@ NOTE_TXT2IMG_ZH = """Lune（SD1.5 整流/流匹配模型）配合原生 KSampler
 
 NOTE_FLUX_ZH = """Lune-Flux（AbstractPhil/sd15-flow-lune-flux）：推荐使用的 Lune，按作者的方式采样。
 
-1. 模板指向作者发布的 flux_t2_6_pose_t4_6_port_t1_4/checkpoint-00018765/unet 权重（缺失模型对话框提供
-   下载，或选 '[download] AbstractPhil/sd15-flow-lune-flux'）；clip_vae_from 选任意 SD1.5 检查点。
+1. model_name '[download] AbstractPhil/sd15-flow-lune-flux' 会把作者的 UNet 下载到
+   models/diffusion_models/AbstractPhil_sd15-flow-lune-flux/；clip_vae_from '[download] Comfy-Org/
+   stable-diffusion-v1-5-archive' 会下载 SD1.5 作为 CLIP+VAE。也可以选自己的文件。
 2. 变体 lune-flux（显式指定，不靠猜测），偏移 2.0（训练范围 2.0–2.5）。
 3. lune_euler + lune_flow = 作者的欧拉采样，sigma_i = shift(1 - i/N)，最后精确到 0。
    euler + simple 的网格几乎相同。
@@ -26,7 +28,9 @@ NOTE_FLUX_ZH = """Lune-Flux（AbstractPhil/sd15-flow-lune-flux）：推荐使用
 NOTE_SOL_ZH = """Sol（AbstractPhil/sd15-flow-matching）：不是整流模型。
 
 Sol 是 SD1.5 离散调度上的 v 预测。“加载 Lune 模型”选变体 sol 即可
-（sol 忽略偏移控件；作者默认不偏移）。作者按训练轮次发布 .pt 文件，请自行选择一个。
+（sol 忽略偏移控件；作者默认不偏移）。
+- model_name '[download] AbstractPhil/sd15-flow-matching' 会下载仓库中最新一轮的训练状态
+  （日志会写出文件名）；clip_vae_from 会下载 SD1.5 作为 CLIP+VAE。
 - 采样器 lune_euler + 调度器 lune_flow = 作者在 trailing 离散网格上的欧拉采样。
 - 20 步，CFG 7.5，512x512（作者设置）。不要添加“Lune 流偏移”（它会拒绝 Sol）。
 - 按作者本人的说法，画质一般。"""
@@ -57,10 +61,11 @@ NOTE_RES4LYF_ZH = """Lune + RES4LYF（ClownsharKSampler_Beta）。需要安装 R
 
 NOTE_LYRA_ZH = """Lune + Lyra（AbstractPhil/vae-lyra）：用 Lyra 融合 CLIP-L 和 t5-base，送入 SD1.5 UNet。
 
-1. “加载 Lyra”指向 AbstractPhil_vae-lyra/model.pt：先选一次 '[download] AbstractPhil/vae-lyra'，
-   会把 model.pt 和 config.json 下载到 models/lyra/AbstractPhil_vae-lyra/（也可以自己放进去）。
-2. 加载 CLIP：t5-base 编码器（models/text_encoders 里的 t5_base.safetensors），类型选 stable_audio。
-   不要用 T5-XXL（Flux/SD3 用的）：Lyra 是用 t5-base（768 维）训练的。
+1. “加载 Lyra” '[download] AbstractPhil/vae-lyra' 在第一次运行时把 model.pt 和 config.json 下载到
+   models/lyra/AbstractPhil_vae-lyra/（也可以自己放进去）。
+2. 加载 CLIP：t5-base 编码器，类型选 stable_audio（models/text_encoders 里的 t5_base.safetensors；
+   浏览器会把 google-t5/t5-base 的文件存成 model.safetensors：请改名）。不要用 T5-XXL（Flux/SD3 用的）：
+   Lyra 是用 t5-base（768 维）训练的。
 3. 正向和负向都用“Lyra 编码”（空的负向提示词也要经过 Lyra，和作者一样）。
    不要用 clip-skip（CLIP Set Last Layer）：Lyra 训练时用的是 CLIP-L 的最后一层。
 4. mode 选 mean 结果确定；sample 是作者的随机 z（由种子决定）。strength 1 = 作者的做法，
@@ -71,9 +76,9 @@ NOTE_LYRA_ZH = """Lune + Lyra（AbstractPhil/vae-lyra）：用 Lyra 融合 CLIP-
 NOTE_INSTAFLOW_ZH = """InstaFlow（gnobitab/InstaFlow）：用整流（Rectified Flow）把 SD1.5 变成一步/少步生成器。
 权重许可 CC-BY-NC-4.0（非商业）+ CreativeML Open RAIL-M；代码 MIT。
 
-1. 把 diffusers 文件夹放进 models/diffusion_models，例如 instaflow_0_9B_from_sd_1_5/
-   （XCLiu/instaflow_0_9B_from_sd_1_5）或 2_rectified_flow_from_sd_1_5/（XCLiu/2_rectified_flow_from_sd_1_5），
-   然后选其中的 unet/diffusion_pytorch_model 文件。clip_vae_from：任意 SD1.5 检查点。
+1. model_name '[download] XCLiu/instaflow_0_9B_from_sd_1_5 (CC-BY-NC-4.0, non-commercial)' 会把 unet/
+   文件夹（.safetensors 或 .bin）下载到 models/diffusion_models/XCLiu_instaflow_0_9B_from_sd_1_5/；
+   2_rectified_flow_from_sd_1_5 条目下载 2-Rectified Flow。clip_vae_from 会下载 SD1.5。
 2. 变体 instaflow（模型输出 x0 - 噪声，与 Lune 符号相反；auto 也能从文件夹名识别）。
    shift 0 = 该变体训练时的偏移，即 1.0（不偏移）。
 3. InstaFlow-0.9B：1 步，CFG 1.0（如本模板）。2-Rectified Flow：25 步（2–8 步可用），CFG 1.0–2.0，
@@ -103,7 +108,8 @@ NOTE_DISCRETE_ZH = """SDXL v 预测 + 零终端信噪比（SQCU/sd_xl_base_1.0_0
 这个模型被重新训练到 ComfyUI 无法从文件得知的调度上：
 v 预测，scaled_linear beta 0.00085 -> 0.024（原版 0.012），并重缩放为零终端信噪比（ZTSNR）。
 “Lune 离散调度”在模型上精确设置这些；原生 ModelSamplingDiscrete 节点没有 beta 输入。
-1. 把检查点放进 models/checkpoints；照常用“加载检查点”（CLIP 和 VAE 来自文件）。
+1. “加载检查点（Lune 下载）” '[download] SQCU/...' 会把仓库里的单文件检查点下载到
+   models/checkpoints/SQCU_.../（也可以选你自己的检查点）；CLIP 和 VAE 来自文件。
 2. Lune 离散调度：v_prediction，scaled_linear，0.00085，0.024，zero_terminal_snr 开启
    （日志会说明文件被加载成什么）。timestep_label_shift 保持 0。
 3. KSampler：euler + simple（= diffusers 的 'trailing' 间隔：第一步是纯噪声），25 步。

@@ -1,6 +1,10 @@
 // ComfyUI-Lune frontend extension (served at /extensions/ComfyUI-Lune/lune.js, loaded automatically).
 //
-// * Every Lune node gets the pack colour and a small "Lune" tag in its title bar.
+// * Every node of this pack gets the pack colour and a small "Lune" tag in its title bar. Which nodes those are
+//   comes from the backend's node list (/object_info), never from a list kept here: a node belongs to the pack
+//   when its `python_module` is `custom_nodes.<the folder this script is served from>` (ComfyUI names both after
+//   the pack's folder), or — for a backend that does not send python_module — when its category starts with
+//   "Lune". The names found are exposed as window.__luneNodes (sorted) for tests.
 // * LuneShift, LuneModelLoader and LuneSamplerAdapter draw the σ schedule they imply:
 //     σ_i = shift(1 − i/N),  shift(σ) = s·σ / (1 + (s − 1)·σ)   (docs/reference.md §1, the author's Euler grid)
 //   for the node's shift widget and step count (the steps widget, else 25), against the unshifted line
@@ -13,10 +17,19 @@
 //   for tests and for anyone who wants the numbers.
 import { app } from "../../scripts/app.js";
 
-const LUNE_NODES = new Set([
-  "LuneModelLoader", "LuneShift", "LuneLatentMultiply", "LuneSamplerAdapter", "LuneConvertToSafetensors",
-  "LyraLoader", "LyraEncode",
-]);
+// /extensions/<pack folder>/lune.js → <pack folder>
+const PACK_FOLDER = decodeURIComponent(new URL(import.meta.url).pathname.split("/").slice(-2, -1)[0] ?? "");
+const PACK_MODULE = `custom_nodes.${PACK_FOLDER}`;
+const PACK_CATEGORY = "Lune";
+const LUNE_NODES = new Set();
+window.__luneNodes = [];
+
+/** True for a node definition (an /object_info entry) of this pack. */
+export function isPackNode(nodeData) {
+  if (typeof nodeData?.python_module === "string") return nodeData.python_module === PACK_MODULE;
+  const category = String(nodeData?.category ?? "");
+  return category === PACK_CATEGORY || category.startsWith(`${PACK_CATEGORY}/`);
+}
 const PLOT_NODES = new Set(["LuneShift", "LuneModelLoader", "LuneSamplerAdapter"]);
 const COLOR = "#2b3a55";
 const BGCOLOR = "#1f2940";
@@ -160,7 +173,9 @@ app.registerExtension({
   name: "ComfyUI-Lune.SchedulePlot",
 
   async beforeRegisterNodeDef(nodeType, nodeData) {
-    if (!LUNE_NODES.has(nodeData.name)) return;
+    if (!isPackNode(nodeData)) return;
+    LUNE_NODES.add(nodeData.name);
+    window.__luneNodes = [...LUNE_NODES].sort();
     const hasPlot = PLOT_NODES.has(nodeData.name);
 
     const onDrawForeground = nodeType.prototype.onDrawForeground;

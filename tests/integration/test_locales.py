@@ -93,3 +93,51 @@ def test_category_and_template_category_labels(served):
     for lang in build_locales.LANGUAGES:
         assert i18n[lang]["nodeCategories"]["Lune"].strip()
         assert i18n[lang]["templateWorkflows"]["category"]["ComfyUI-Lune"].strip()
+
+
+# ------------------------------------------------------------------------------------ the frontend's message syntax
+
+# vue-i18n's message syntax: `|` separates plural branches, `{…}` is a placeholder, `@:`/`@.` a linked message, and
+# `$` is reserved by it too (vue-i18n docs, "Message Format Syntax": special characters need the literal form
+# {'…'}). The pack writes no message that needs them.
+MESSAGE_SYNTAX = set("|{}@$")
+
+
+def _strings(data, path=""):
+    if isinstance(data, dict):
+        for key, value in data.items():
+            yield from _strings(value, f"{path}.{key}" if path else key)
+    elif isinstance(data, str):
+        yield path, data
+
+
+def _all_locale_strings() -> dict[str, str]:
+    out = {}
+    for path in LOCALE_FILES:
+        for key, text in _strings(json.loads(path.read_text(encoding="utf-8"))):
+            out[f"{path.parent.name}/{path.name}:{key}"] = text
+    return out
+
+
+def _rendering_problems(messages: dict[str, str]) -> list[str]:
+    from testbed.frontend_rules import render_messages
+
+    rendered, warnings = render_messages(messages)
+    problems = [f"{key}: {text!r} renders as {rendered[key]!r}" for key, text in messages.items()
+                if rendered[key] != text]
+    return problems + [f"vue-i18n warned: {w}" for w in warnings]
+
+
+def test_the_frontends_message_compiler_breaks_a_string_with_a_bar():
+    """The check below can fail: the measured bug, "largest |τ|" shown as "τ"."""
+    problems = _rendering_problems({"bad": "fraction kept (largest |τ|).", "good": "fraction kept."})
+    assert len(problems) == 1 and problems[0].startswith("bad:"), problems
+
+
+def test_every_locale_string_renders_unchanged_in_the_frontend():
+    messages = _all_locale_strings()
+    assert len(messages) > 100, len(messages)
+    syntax = [f"{key}: {text!r}" for key, text in messages.items() if MESSAGE_SYNTAX & set(text)]
+    assert not syntax, "vue-i18n message syntax (| { } @ $) in locale strings:\n" + "\n".join(syntax)
+    problems = _rendering_problems(messages)
+    assert not problems, "\n".join(problems)

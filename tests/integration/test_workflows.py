@@ -141,6 +141,7 @@ MODEL_FOLDERS = {
     ("LuneModelLoader", "model_name"): {"diffusion_models", "checkpoints"},
     ("LuneModelLoader", "clip_vae_from"): {"checkpoints"},
     ("LyraLoader", "lyra_name"): {"lyra"},
+    ("LuneCheckpointLoader", "ckpt_name"): {"checkpoints"},
     ("CLIPLoader", "clip_name"): {"text_encoders"},
     ("CheckpointLoaderSimple", "ckpt_name"): {"checkpoints"},
     ("VAELoader", "vae_name"): {"vae"},
@@ -148,12 +149,8 @@ MODEL_FOLDERS = {
     ("LuneMergeModels", "base_name"): {"checkpoints"},
 }
 NOT_A_FILE = {"(from model file)"}
-# No verified file to point a download at: Sol's author publishes per-epoch training states with no fixed file name;
-# the InstaFlow repositories are 2023 diffusers folders whose weight file names are not verified.
-# The SQCU SDXL repository's weight file name is not verified either.
-NO_PUBLISHED_FILE = {("sol_txt2img", "sd15-flow-matching/sol.safetensors"),
-                     ("instaflow_txt2img", "instaflow_0_9B_from_sd_1_5/unet/diffusion_pytorch_model.safetensors"),
-                     ("sdxl_vpred_ztsnr", build_workflows.SQCU_CHECKPOINT)}
+# Pack widgets that list no [download] entries: the template names the file through properties.models instead.
+PACK_WIDGETS_WITHOUT_ENTRIES = {("LuneMergeModels", "base_name")}
 
 
 def model_file_values(wf: dict, info: dict):
@@ -166,33 +163,69 @@ def model_file_values(wf: dict, info: dict):
                 yield node, widget, values[widget], folders
 
 
-@pytest.mark.parametrize("name", NAMES)
-def test_every_model_file_in_a_template_can_be_fetched(server, name):
-    """Each model file a template names is either a pack ``[download]`` entry, or carries ``properties.models``
-    (name, url, directory) so the frontend's missing-models dialog offers that download; Lune files are named as the
-    pack's ``[download]`` entries save them (``<owner>_<repo>/<the author's path>``)."""
-    from lune.variants import VARIANTS
+def is_pack_node(info: dict, node_type: str) -> bool:
+    return info.get(node_type, {}).get("python_module", "").endswith(PACK_NODE_DIR_NAME)
 
-    published = {f"{v.hf_repo.replace('/', '_')}/{v.hf_unet_file}": v for v in VARIANTS.values() if v.hf_unet_file}
+
+@pytest.fixture(scope="module")
+def frontend_rules():
+    from testbed.frontend_rules import missing_model_rules
+
+    return missing_model_rules()
+
+
+def test_frontend_rules_are_read_from_the_frontend(frontend_rules):
+    """The rules come from the installed frontend's own sources, and they refuse the rows measured to fail (1.32: a
+    ``.pt`` name; both: a name with folders, which the dialog saves flat, not where the loader looks)."""
+    print(frontend_rules)
+    assert ".safetensors" in frontend_rules.allowed_suffixes
+    lyra_pt = {"name": "AbstractPhil_vae-lyra/model.pt", "directory": "lyra",
+               "url": "https://huggingface.co/AbstractPhil/vae-lyra/resolve/main/model.pt"}
+    flux_deep = {"name": "AbstractPhil_sd15-flow-lune-flux/a/b/unet/diffusion_pytorch_model.safetensors",
+                 "directory": "diffusion_models",
+                 "url": "https://huggingface.co/AbstractPhil/sd15-flow-lune-flux/resolve/main/a/b/unet/"
+                        "diffusion_pytorch_model.safetensors"}
+    assert frontend_rules.problems(lyra_pt) and frontend_rules.problems(flux_deep)
+    if ".pt" not in frontend_rules.allowed_suffixes:
+        assert any("does not end with" in p for p in frontend_rules.problems(lyra_pt))
+    assert not frontend_rules.problems(build_workflows.SDXL_BASE.as_property())
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_every_model_in_a_template_arrives_where_the_template_looks(server, frontend_rules, name):
+    """Pack loaders name a [download] entry the pack lists (one click on Queue places the files where the loader
+    reads them); stock loaders carry ``properties.models`` rows the installed frontend's Missing Models dialog
+    accepts (its allowed sources and suffixes, a flat name in a model folder the server knows). Where the browser
+    saves a file under another name (the URL's last segment), the template's Note says so."""
+    wf = load(name)
+    info = server.object_info
+    known_folders = {f["name"] for f in server.get("/experiment/models")}
+    notes = " ".join(n["widgets_values"][0] for n in wf["nodes"] if n["type"] in ("Note", "MarkdownNote"))
     checked = 0
-    for node, widget, value, folders in model_file_values(load(name), server.object_info):
-        if value in NOT_A_FILE or (name, value) in NO_PUBLISHED_FILE:
+    for node, widget, value, folders in model_file_values(wf, info):
+        if value in NOT_A_FILE:
             continue
         checked += 1
         where = f"{name}: node {node['id']} {node['type']}.{widget}={value!r}"
-        if value.startswith("[download] "):
-            options = server.object_info[node["type"]]["input"]["required"][widget][0]
-            assert value in options, f"{where} is not a download entry the pack offers"
+        rows = node.get("properties", {}).get("models", [])
+        if is_pack_node(info, node["type"]) and (node["type"], widget) not in PACK_WIDGETS_WITHOUT_ENTRIES:
+            options = info[node["type"]]["input"]["required"][widget][0]
+            assert value.startswith("[download] ") and value in options, f"{where} is not a [download] entry listed"
+            assert not rows, f"{where}: properties.models on a pack loader (the dialog would misplace the file)"
             continue
-        sources = [m for m in node.get("properties", {}).get("models", []) if m.get("name") == value]
+        sources = [m for m in rows if m.get("name") == value]
         assert sources, f"{where}: no properties.models entry with that name"
         src = sources[0]
-        assert src["directory"] in folders, f"{where}: directory {src['directory']!r} not in {folders}"
-        assert src["url"].startswith("https://huggingface.co/") and "/resolve/" in src["url"], f"{where}: {src['url']}"
-        if value in published:  # a Lune file: the exact name the [download] entry creates, the author's URL
-            v = published[value]
-            assert src["url"].endswith(f"{v.hf_repo}/resolve/main/{v.hf_unet_file}"), f"{where}: {src['url']}"
-    assert checked or name in {n for n, _ in NO_PUBLISHED_FILE}, f"{name}: no model-loading node was checked"
+        assert src["directory"] in folders and src["directory"] in known_folders, f"{where}: {src['directory']!r}"
+        problems = frontend_rules.problems(src)
+        saved_as = src["url"].split("/")[-1]
+        problems = [p for p in problems if not (p.startswith("the browser saves") and saved_as in notes)]
+        assert not problems, f"{where}: " + "; ".join(problems)
+    for node in wf["nodes"]:
+        if node.get("properties", {}).get("models") and is_pack_node(info, node["type"]):
+            assert any(node["type"] == cls for cls, _ in PACK_WIDGETS_WITHOUT_ENTRIES), (
+                f"{name}: node {node['id']} {node['type']} carries properties.models")
+    assert checked, f"{name}: no model-loading node was checked"
 
 
 # ------------------------------------------------------------------------------------------------ served by ComfyUI
@@ -295,7 +328,7 @@ def api_prompt(server, name: str) -> dict:
         elif cls == "LyraLoader":
             inputs["lyra_name"] = next(o for o in info[cls]["input"]["required"]["lyra_name"][0]
                                        if o.startswith(fx["lyra"]))
-        elif cls == "CheckpointLoaderSimple":
+        elif cls in ("CheckpointLoaderSimple", "LuneCheckpointLoader"):
             inputs["ckpt_name"] = fx["sdxl"]
         elif cls == "LuneMergeModels":  # 2 Weiszfeld passes: each re-reads every model (CLIP-L is full size)
             inputs.update(base_name=fx["checkpoint"], models="\n".join(fx["merge_models"]), max_iterations=2,

@@ -78,13 +78,7 @@ SD_PIPELINE = {"_class_name": "StableDiffusionPipeline", "_diffusers_version": "
       "scheduler": {"_class_name": "FlowMatchEulerDiscreteScheduler", "shift": 1.0}}, "sd-flow-alpha"),
     ({"model_index": {**SD_PIPELINE, "scheduler": ["diffusers", "FlowMatchEulerDiscreteScheduler"]}},
      "sd-flow-alpha"),
-    ({"model_index": {**SD_PIPELINE, "_name_or_path": "XCLiu/2_rectified_flow_from_sd_1_5",
-                      "scheduler": ["diffusers", "PNDMScheduler"]}}, "instaflow"),
     ({"model_index": {**SD_PIPELINE, "_class_name": "RectifiedFlowPipeline"}}, "instaflow"),
-    ({"model_index": SD_PIPELINE, "unet_config": {"_name_or_path": "/data/instaflow_0_9B_from_sd_1_5/unet"}},
-     "instaflow"),
-    ({"model_index": SD_PIPELINE, "unet_config": {"_name_or_path": "spacepxl/sd15-flow-alpha-finetune"}},
-     "sd-flow-alpha"),
 ])
 def test_pipeline_folder_config_names_the_variant(tmp_path, files, expected):
     found = variant_from_pipeline_folder(_pipeline(tmp_path, **files))
@@ -100,6 +94,34 @@ def test_pipeline_folder_config_names_the_variant(tmp_path, files, expected):
 ])
 def test_pipeline_folder_without_a_name_gives_no_hint(tmp_path, files):
     assert variant_from_pipeline_folder(_pipeline(tmp_path, **files)) is None
+
+
+# ``_name_or_path`` records where the weights were loaded FROM (for a finetune: the model it started from).
+LOADED_FROM = [
+    {"model_index": {**SD_PIPELINE, "_name_or_path": "AbstractPhil/sd15-flow-lune"}},
+    {"unet_config": {"_class_name": "UNet2DConditionModel", "_name_or_path": "AbstractPhil/sd15-flow-lune"}},
+    {"model_index": {**SD_PIPELINE, "_name_or_path": "XCLiu/2_rectified_flow_from_sd_1_5"}},
+    {"unet_config": {"_name_or_path": "spacepxl/sd15-flow-alpha-finetune"}},
+]
+
+
+@pytest.mark.parametrize("files", LOADED_FROM)
+def test_name_or_path_is_never_read(tmp_path, files):
+    assert variant_from_pipeline_folder(_pipeline(tmp_path, **files)) is None
+
+
+@pytest.mark.parametrize("files", LOADED_FROM[:2])
+def test_lune_flux_folder_whose_config_names_lune_is_not_given_the_lune_multiplier(tmp_path, files):
+    """A lune-flux continuation saved by diffusers keeps ``_name_or_path`` = the lune repo it was loaded from."""
+    path = _pipeline(tmp_path, name="AbstractPhil_sd15-flow-lune-flux", **files)
+    found = variant_from_pipeline_folder(path)
+    relative = "AbstractPhil_sd15-flow-lune-flux/" + UNET_FILE
+    chosen, reason = found or variants.detect_variant(relative)
+    assert chosen.name == "lune-flux", reason
+    assert chosen.latent_multiplier == 1.0
+    neutral, reason = (variant_from_pipeline_folder(_pipeline(tmp_path, name="my_continuation", **files))
+                       or variants.detect_variant("my_continuation/" + UNET_FILE))
+    assert neutral.name != "lune" and neutral.latent_multiplier == 1.0, reason
 
 
 def test_unreadable_pipeline_json_is_ignored_not_fatal(tmp_path):
