@@ -14,7 +14,7 @@ v1-xl (geofractal ``vae_lyra.py``), per token, M = 3 modalities::
 
 v2 (geofractal ``vae_lyra_v2.py``), per token, M = 4, H heads of D = hidden/H, τ = ``fusion.temperature``::
 
-    p_m   = P_m(x_m);  g_m = σ(W2·GELU(W1·p_m + b1) + b2)              alpha_gates[m] = Linear(h, h/4), GELU, Linear(h/4, 1)
+    p_m   = P_m(x_m);  g_m = σ(W2·GELU(W1·p_m + b1) + b2)       alpha_gates[m]: Linear(h, h/4), GELU, Linear(h/4, 1)
     x_m   = p_m · (g_m·σ(α_m) + 1 − σ(α_m)) + E[m]                       alphas[m]: learned scalar
     q,k,v = q_proj(x), k_proj(x), v_proj(x)                                shared
     soft  (before 2025-11-25): keys w ∈ routes[i] (the stored ``modality_routes``);

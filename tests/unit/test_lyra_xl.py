@@ -170,7 +170,8 @@ def test_stored_routes_are_used_not_recomputed(tmp_path):
     feats = _features(2)
     a, b = model.reconstruct_clip(*feats)[0], other.reconstruct_clip(*feats)[0]
     assert (a - b).abs().max() > 1e-3  # the tie-break matters ...
-    assert_close_rel(b, reference(V2_SOFT, swapped, TINY["heads"], *feats)[0], 1e-4, "swapped routes")  # ... and is the file's
+    # ... and the file's table is the one used
+    assert_close_rel(b, reference(V2_SOFT, swapped, TINY["heads"], *feats)[0], 1e-4, "swapped routes")
 
 
 def test_t5_positions_after_77_do_not_change_the_clip_output(tmp_path):
