@@ -7,6 +7,7 @@ import folder_paths
 
 from ..lune.variants import VARIANTS
 from ..lyra.config import PUBLISHED_REPO as LYRA_REPO
+from ..lyra.xl_spec import PUBLISHED_XL
 
 MODEL_FOLDERS = ("checkpoints", "diffusion_models")
 DOWNLOADS_FOLDER = "diffusion_models"
@@ -73,7 +74,7 @@ def resolve_model(name: str) -> str | None:
 def list_lyra() -> list[str]:
     """Weight files in models/lyra (config.json beside them), then the Hugging Face download entry."""
     names = [n for n in folder_paths.get_filename_list(LYRA_FOLDER) if n.lower().endswith(LYRA_WEIGHT_SUFFIXES)]
-    return names + [download_entry(LYRA_REPO)]
+    return names + [download_entry(repo) for repo in (LYRA_REPO, *PUBLISHED_XL)]
 
 
 def resolve_lyra(name: str) -> str | None:
@@ -83,5 +84,8 @@ def resolve_lyra(name: str) -> str | None:
 
 
 def lyra_companions(weights: str) -> list[str]:
-    """The files the Lyra reader may take the config from: ``<stem>.json`` and ``config.json`` beside the weights."""
-    return [os.path.splitext(weights)[0] + ".json", os.path.join(os.path.dirname(weights), "config.json")]
+    """The files the Lyra readers may take the config from: ``<stem>.json`` and ``config.json`` beside the weights,
+    ``config.json`` one folder up (an SDXL Lyra's ``weights/`` layout)."""
+    folder = os.path.dirname(weights)
+    return [os.path.splitext(weights)[0] + ".json", os.path.join(folder, "config.json"),
+            os.path.join(os.path.dirname(folder), "config.json")]
