@@ -57,3 +57,7 @@ LYRA = ModelSource(download_name(LYRA_REPO, "model.pt"), hf_url(LYRA_REPO, "mode
 # The SDXL base the cross-family refine templates start from (or end with).
 SDXL_BASE = ModelSource("sd_xl_base_1.0.safetensors",
                         hf_url("stabilityai/stable-diffusion-xl-base-1.0", "sd_xl_base_1.0.safetensors"), "checkpoints")
+# SDXL Lyra (Illustrious) and its flan-t5-xl: the pack loaders' own [download] entries (the frontend cannot fetch a
+# config.json one folder above the weights, nor a .pt).
+LYRA_XL_DOWNLOAD = f"{DOWNLOAD_ENTRY_PREFIX}AbstractPhil/vae-lyra-xl-adaptive-cantor-illustrious"
+T5XL_DOWNLOAD = f"{DOWNLOAD_ENTRY_PREFIX}QQGYLab/ELLA flan-t5-xl"
