@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import platform
 import resource
 import statistics
@@ -31,11 +32,33 @@ def child_report(**values) -> None:
     sys.stdout.flush()
 
 
-def run_child(module: str, *args: str, timeout: float = 1800) -> dict:
-    """Run ``python -m module args`` in a fresh process (clean RSS), return its BENCH JSON plus wall time."""
+SUPPORTED_VERSIONS = ("0.3.75", "0.28.2")
+
+
+def version_envs(versions: list[str] | None = None) -> dict[str, dict[str, str]]:
+    """{ComfyUI version: the variables of its provisioned environment} read from ``$LUNE_ENV_DIR/env-<version>.sh``
+    (written by .ci/provision.sh: LUNE_PYTHON, COMFYUI_PATH, RES4LYF_PATH); versions not provisioned are left out."""
+    env_dir = Path(os.environ.get("LUNE_ENV_DIR", Path.home() / ".cache" / "comfyui-lune"))
+    found = {}
+    for version in versions or SUPPORTED_VERSIONS:
+        script = env_dir / f"env-{version}.sh"
+        if not script.is_file():
+            continue
+        values = dict(re.findall(r'^export (\w+)="([^"]*)"', script.read_text(), re.M))
+        if values.get("LUNE_PYTHON") and values.get("COMFYUI_PATH"):
+            found[version] = values
+    if not found:
+        raise SystemExit(f"no provisioned ComfyUI under {env_dir}: run `make env` first")
+    return found
+
+
+def run_child(module: str, *args: str, timeout: float = 1800, env: dict[str, str] | None = None) -> dict:
+    """Run ``python -m module args`` in a fresh process (clean RSS), return its BENCH JSON plus wall time. ``env``
+    (from ``version_envs``) runs it under another provisioned ComfyUI version and its Python."""
     start = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", module, *args], cwd=PACK_DIR, capture_output=True, text=True,
-                          timeout=timeout, env=dict(os.environ, PYTHONPATH=str(PACK_DIR)))
+    python = (env or {}).get("LUNE_PYTHON", sys.executable)
+    proc = subprocess.run([python, "-m", module, *args], cwd=PACK_DIR, capture_output=True, text=True,
+                          timeout=timeout, env=dict(os.environ, **(env or {}), PYTHONPATH=str(PACK_DIR)))
     wall = time.perf_counter() - start
     lines = [line for line in proc.stdout.splitlines() if line.startswith("BENCH ")]
     if proc.returncode != 0 or not lines:

@@ -9,53 +9,18 @@ from __future__ import annotations
 
 import logging
 
-import comfy.model_sampling
-
 from ..lune.discrete_schedule import (BETA_END_DEFAULT, BETA_END_MAX, BETA_SCHEDULES, BETA_START_DEFAULT,
                                       COMFY_NAMES, discrete_sigmas)
 from ..lune.errors import LuneError, UnsupportedModelError
-from ..lune.schedule import sol_timestep_label
 from ..lune.variants import SHIFT_MAX
-from .sampling_patches import current_sampling, describe_model
+from .comfy_internals import CONST
+from .sampling_patches import DISCRETE_SAMPLINGS, current_sampling, describe_model, install_discrete
 
 log = logging.getLogger("lune")
 
-PREDICTIONS = ("v_prediction", "eps")
 DISCRETE_MODEL_TYPES = ("EPS", "V_PREDICTION")
+PREDICTIONS = tuple(DISCRETE_SAMPLINGS)  # v_prediction, eps
 SQCU_SETTINGS = "v_prediction, scaled_linear, 0.00085 → 0.024, zero_terminal_snr on"
-
-
-class LuneDiscreteSampling(comfy.model_sampling.ModelSamplingDiscrete):
-    """ComfyUI's discrete sampling with the σ table set from ``lune.discrete_schedule`` and an optional Sol-style
-    timestep-label shift ``t_label = floor(999·shift(t/999))`` (AbstractPhil/sd15-flow-matching's sampler; 0 = off).
-
-    Everything else (σ → t lookup, t → σ interpolation, sigma_min/max, noise scaling, prediction) is ComfyUI's.
-    """
-    label_shift = 0.0
-    beta_schedule = "scaled_linear"
-
-    def set_schedule(self, sigmas, *, beta_schedule: str, beta_start: float, beta_end: float,
-                     zero_terminal_snr: bool, label_shift: float = 0.0) -> None:
-        self.set_sigmas(sigmas)  # float64 → float32 buffers ``sigmas`` / ``log_sigmas`` (ComfyUI's method)
-        self.num_timesteps = len(sigmas)
-        self.beta_schedule = beta_schedule
-        self.linear_start, self.linear_end = float(beta_start), float(beta_end)
-        self.zsnr = bool(zero_terminal_snr)
-        self.label_shift = float(label_shift)
-
-    def timestep(self, sigma):
-        return sol_timestep_label(super().timestep(sigma), self.label_shift)
-
-
-class LuneDiscreteV(LuneDiscreteSampling, comfy.model_sampling.V_PREDICTION):
-    """v-prediction: c_in = 1/√(σ²+1), x̂0 = x/(σ²+1) − v·σ/√(σ²+1) (ComfyUI ``V_PREDICTION``)."""
-
-
-class LuneDiscreteEps(LuneDiscreteSampling, comfy.model_sampling.EPS):
-    """ε-prediction: c_in = 1/√(σ²+1), x̂0 = x − σ·ε (ComfyUI ``EPS``)."""
-
-
-SAMPLING_CLASSES = {"v_prediction": LuneDiscreteV, "eps": LuneDiscreteEps}
 
 
 def require_discrete(model) -> None:
@@ -84,7 +49,7 @@ def report(model, prediction: str, zero_terminal_snr: bool) -> None:
              " with zsnr" if loaded_zsnr else "")
     patched = current_sampling(model)
     if patched is not model.model.model_sampling:
-        level = logging.WARNING if isinstance(patched, comfy.model_sampling.CONST) else logging.INFO
+        level = logging.WARNING if isinstance(patched, CONST) else logging.INFO
         log.log(level, "Lune Discrete Schedule: replaces the earlier sampling patch %s%s.", type(patched).__name__,
                 " (rectified flow: use this node only if the weights are really discrete-schedule)"
                 if level == logging.WARNING else "")
@@ -98,19 +63,15 @@ def report(model, prediction: str, zero_terminal_snr: bool) -> None:
 def install_discrete_schedule(model, prediction: str, beta_schedule: str, beta_start: float, beta_end: float,
                               zero_terminal_snr: bool, label_shift: float = 0.0):
     """MODEL → new MODEL with the discrete schedule; replaces any earlier sampling patch, never touches ``model``."""
-    if prediction not in SAMPLING_CLASSES:
+    if prediction not in DISCRETE_SAMPLINGS:
         raise LuneError(f"prediction must be one of {', '.join(PREDICTIONS)} (got {prediction!r}).")
     if not 0 <= label_shift <= SHIFT_MAX:
         raise LuneError(f"timestep_label_shift must be between 0 and {SHIFT_MAX:g} (got {label_shift}); "
                         "0 = off (every model except Sol experiments).")
     require_discrete(model)
     sigmas = discrete_sigmas(beta_schedule, beta_start, beta_end, zero_terminal_snr)
-    sampling = SAMPLING_CLASSES[prediction](model.model.model_config)
-    sampling.set_schedule(sigmas, beta_schedule=beta_schedule, beta_start=beta_start, beta_end=beta_end,
-                          zero_terminal_snr=zero_terminal_snr, label_shift=label_shift)
-    m = model.clone()
-    m.add_object_patch("model_sampling", sampling)
-    return m
+    return install_discrete(model, prediction, sigmas, label_shift, beta_schedule=beta_schedule,
+                            beta_start=beta_start, beta_end=beta_end, zero_terminal_snr=zero_terminal_snr)
 
 
 class LuneDiscreteSchedule:
