@@ -18,7 +18,7 @@ from tests.unit.test_lyra_xl import reference
 pytestmark = pytest.mark.comfy
 
 PROMPT = "a watercolor painting of a (lighthouse:1.2) on a cliff at dusk, soft light"
-LONG_PROMPT = ", ".join(f"detail number {i} of a very long prompt" for i in range(18))  # ~150 CLIP tokens
+LONG_PROMPT = ", ".join(["a red cat"] * 37)  # 147 one-token words and commas: two 77-token chunks
 SIZES = {"clip_l": 768, "clip_g": 1280, "t5": 64, "hidden": 32, "latent": 16, "heads": 4}
 FORMS = {V1_XL: "trainer", V2_SOFT: "bare", V2_HARD: "weights"}
 STOCK = "stock SDXL (penultimate)"
@@ -189,3 +189,12 @@ def test_graph_runs_end_to_end(comfy, names):
     result = comfy.run(graph)
     assert result.ok, result.error_message()
     assert comfy.output_files(result)
+
+
+def test_loaders_offer_a_download_entry_per_published_model(comfy):
+    lyra_options = comfy.nodes.NODE_CLASS_MAPPINGS["LyraLoader"].INPUT_TYPES()["required"]["lyra_name"][0]
+    for repo in ("AbstractPhil/vae-lyra", "AbstractPhil/vae-lyra-sdxl-t5xl", "AbstractPhil/vae-lyra-xl-adaptive-cantor",
+                 "AbstractPhil/vae-lyra-xl-adaptive-cantor-illustrious"):
+        assert f"[download] {repo}" in lyra_options
+    t5_options = comfy.nodes.NODE_CLASS_MAPPINGS["LyraT5XLLoader"].INPUT_TYPES()["required"]["t5_name"][0]
+    assert "[download] QQGYLab/ELLA flan-t5-xl" in t5_options
