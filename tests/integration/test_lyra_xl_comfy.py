@@ -108,13 +108,21 @@ def test_node_equals_plain_torch_forward(kind, parts, node, stock, states, t5_fi
     assert torch.equal(out[0][1]["pooled_output"], base[0][1]["pooled_output"])  # pooled unchanged
 
 
-def test_auto_clip_layer_follows_the_model(parts, node, stock):
+def test_auto_clip_layer_follows_the_model(parts, node, stock, states, t5_fixture, xl_inputs):
+    """auto: Illustrious (hard) reads the stock encode; the adaptive-cantor (soft) model reads the final-normed last
+    layer, and its output still blends with / passes through the stock encode (chunk 0 = recon at strength 1)."""
     clip, t5, lyras = parts
-    hard = node.encode(clip, t5, lyras[V2_HARD], PROMPT)[0]  # auto = penultimate = stock
+    hard = node.encode(clip, t5, lyras[V2_HARD], PROMPT)[0]
     hard_stock = node.encode(clip, t5, lyras[V2_HARD], PROMPT, clip_layer=STOCK)[0]
     assert torch.equal(hard[0][0], hard_stock[0][0])
-    soft = node.encode(clip, t5, lyras[V2_SOFT], PROMPT, strength=1e-9)[0]  # auto = last: other CLIP states
-    assert not torch.allclose(soft[0][0], stock(PROMPT)[0][0], atol=1e-3)
+    soft = node.encode(clip, t5, lyras[V2_SOFT], PROMPT)[0]
+    last = xl_inputs.clip_conditioning(clip, PROMPT, "last")[0][0].float()
+    t5_ref = _hf_t5(t5_fixture[1], xl_inputs.t5_ids(t5, PROMPT, 512))
+    ref = torch.cat(reference(V2_SOFT, states[V2_SOFT], SIZES["heads"], last[..., :768], last[..., 768:], t5_ref), -1)
+    assert_close_rel(soft[0][0], ref, 1e-4, "soft, auto = last layer")
+    half = node.encode(clip, t5, lyras[V2_SOFT], PROMPT, strength=0.5)[0]
+    base = stock(PROMPT)[0][0]
+    assert_close_rel(half[0][0], 0.5 * (base + soft[0][0]), 1e-5, "strength 0.5 blends with the stock encode")
     assert torch.equal(soft[0][1]["pooled_output"], stock(PROMPT)[0][1]["pooled_output"])
 
 

@@ -225,3 +225,18 @@ def test_config_one_folder_up_sets_heads(tmp_path):
     cfg["fusion_heads"] = 8
     path = write_published(tmp_path, V2_HARD, random_state(V2_HARD), "weights", config=cfg)
     assert load_lyra_xl(str(path)).spec.fusion_heads == 8
+
+
+def test_lyra_reads_its_own_clip_input_and_blends_with_cond(tmp_path):
+    """lyra_input: Lyra reads those CLIP states (e.g. final-normed last layer); the output blends with ``cond``."""
+    state = random_state(V2_SOFT, seed=13)
+    model = load_lyra_xl(str(write_published(tmp_path, V2_SOFT, state, "bare")))
+    g = torch.Generator().manual_seed(3)
+    width = TINY["clip_l"] + TINY["clip_g"]
+    cond, source = torch.randn(1, 154, width, generator=g), torch.randn(1, 154, width, generator=g)
+    t5 = torch.randn(1, 512, TINY["t5"], generator=g)
+    out = transform_sdxl_conditioning(model, cond, t5, strength=0.25, lyra_input=source)
+    ref = torch.cat(reference(V2_SOFT, state, TINY["heads"], source[:, :77, :TINY["clip_l"]],
+                              source[:, :77, TINY["clip_l"]:], t5), -1)
+    assert_close_rel(out[:, :77], cond[:, :77] + 0.25 * (ref - cond[:, :77]), 1e-4, "blend with cond")
+    assert torch.equal(out[:, 77:], cond[:, 77:])
