@@ -1,4 +1,5 @@
-"""Lyra v1 (AbstractPhil/vae-lyra): CLIP-L + T5-base Cantor-fusion VAE, pure torch (docs/reference.md §3).
+"""Lyra v1 (AbstractPhil/vae-lyra, SD1.5: CLIP-L + t5-base) and Lyra-XL (SDXL: CLIP-L + CLIP-G + flan-t5-xl), pure
+torch (docs/reference.md §3, "Lyra-XL").
 
 Nothing here imports ComfyUI. Typical use from the node layer::
 
@@ -14,6 +15,10 @@ from .config import LyraConfig
 from .errors import LyraCheckpointError, LyraConfigError, LyraError, LyraInputError, LyraUnsafeFileError
 from .fusion_apply import blend, transform_chunks, transform_conditioning
 from .model import MODES, LyraVAE
+from .xl_apply import transform_sdxl_conditioning
+from .xl_checkpoint import detect_kind, load_any_lyra, load_lyra_xl, spec_from_state
+from .xl_model import LyraXL, LyraXLAdaptive, LyraXLCantor
+from .xl_spec import LyraXLSpec
 from .text import fit_tokens, pad_or_truncate_ids, strip_prompt_weighting
 
 __all__ = [
@@ -26,10 +31,19 @@ __all__ = [
     "LyraLoadInfo",
     "LyraUnsafeFileError",
     "LyraVAE",
+    "LyraXL",
+    "LyraXLAdaptive",
+    "LyraXLCantor",
+    "LyraXLSpec",
     "MODES",
     "blend",
     "cantor_coordinate",
     "cantor_coordinates",
+    "detect_kind",
+    "load_any_lyra",
+    "load_lyra_xl",
+    "spec_from_state",
+    "transform_sdxl_conditioning",
     "fit_tokens",
     "load_lyra",
     "nearest_routes",

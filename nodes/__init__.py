@@ -9,6 +9,8 @@ from .handoff import LuneLatentHandoff
 from .latent import LuneLatentMultiply
 from .loader import LuneModelLoader
 from .lyra_nodes import LyraEncode, LyraLoader
+from .lyra_t5xl import LyraT5XLLoader
+from .lyra_xl_nodes import LyraEncodeSDXL
 from .merge import LuneMergeModels
 from .sampler import LuneSamplerAdapter
 from .shift import LuneShift
@@ -23,6 +25,8 @@ NODE_CLASS_MAPPINGS = {
     "LuneMergeModels": LuneMergeModels,
     "LyraLoader": LyraLoader,
     "LyraEncode": LyraEncode,
+    "LyraT5XLLoader": LyraT5XLLoader,
+    "LyraEncodeSDXL": LyraEncodeSDXL,
     "LuneDiscreteSchedule": LuneDiscreteSchedule,
     "LuneCheckpointLoader": LuneCheckpointLoader,
 }
@@ -36,6 +40,8 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "LuneMergeModels": "Lune Merge Models",
     "LyraLoader": "Load Lyra (CLIP+T5 fusion)",
     "LyraEncode": "Lyra Encode (CLIP-L + T5)",
+    "LyraT5XLLoader": "Load Lyra T5-XL (flan-t5-xl)",
+    "LyraEncodeSDXL": "Lyra Encode SDXL (CLIP-L + CLIP-G + T5-XL)",
     "LuneDiscreteSchedule": "Lune Discrete Schedule (betas · v-pred · ZTSNR)",
     "LuneCheckpointLoader": "Load Checkpoint (Lune downloads)",
 }

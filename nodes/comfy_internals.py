@@ -202,3 +202,21 @@ SCHEDULER_HANDLERS = _bind("SCHEDULER_HANDLERS", "comfy.samplers.SCHEDULER_HANDL
 SchedulerHandler = _bind("SchedulerHandler", "comfy.samplers.SchedulerHandler", why="register lune_flow")
 k_diffusion_sampling = _bind("k_diffusion_sampling", "comfy.k_diffusion.sampling",
                              why="KSampler looks samplers up there as sample_<name>")
+# -- text encoders (comfy.sd1_clip, comfy.text_encoders.t5): flan-t5-xl for Lyra-XL, built from ComfyUI's own T5 -------
+SDClipModel = _bind("SDClipModel", "comfy.sd1_clip.SDClipModel",
+                    why="base of the flan-t5-xl encoder (tokens → masked T5 states, as ComfyUI's T5 encoders)")
+SD1ClipModel = _bind("SD1ClipModel", "comfy.sd1_clip.SD1ClipModel",
+                     why="the named wrapper a CLIP object holds (clip name t5xl)")
+SDTokenizer = _bind("SDTokenizer", "comfy.sd1_clip.SDTokenizer", why="the flan-t5-xl tokenizer (ComfyUI's T5 one)")
+SD1Tokenizer = _bind("SD1Tokenizer", "comfy.sd1_clip.SD1Tokenizer", why="the named tokenizer wrapper (t5xl)")
+T5 = _bind("T5", "comfy.text_encoders.t5.T5", why="ComfyUI's T5 encoder module, built with a T5 v1.1 XL config")
+_t5_module = _bind("t5_module", "comfy.text_encoders.t5", why="where ComfyUI ships the T5 tokenizer (t5_tokenizer/)")
+T5TokenizerFast = _bind("T5TokenizerFast", "transformers.T5TokenizerFast",
+                        why="the tokenizer class ComfyUI's T5 encoders use with that folder")
+
+
+def t5_tokenizer_dir() -> str:
+    """ComfyUI's T5 sentencepiece tokenizer folder (``comfy/text_encoders/t5_tokenizer``)."""
+    import os
+
+    return os.path.join(os.path.dirname(os.path.realpath(_t5_module.__file__)), "t5_tokenizer")

@@ -32,6 +32,7 @@ ENCODER_NAMES = {
     "t5xxl": "T5-XXL (4096 wide, the Flux/SD3 text encoder)",
     "umt5xxl": "UMT5-XXL (4096 wide, Wan)",
     "pile_t5xl": "Pile T5-XL (2048 wide, AuraFlow)",
+    "t5xl": "flan-t5-xl (2048 wide, for the SDXL Lyras)",
 }
 
 

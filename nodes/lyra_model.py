@@ -1,4 +1,4 @@
-"""The LYRA socket type: a Lyra VAE under ComfyUI's model management, like a CLIP.
+"""The LYRA socket type: a Lyra VAE (v1 for SD1.5 or a Lyra-XL) under ComfyUI's model management, like a CLIP.
 
 Load Lyra returns ``comfy.model_patcher.ModelPatcher(LyraVAE, load_device, offload_device)`` — what ComfyUI's
 ``comfy/sd.py`` ``CLIP.__init__`` does for a text encoder: load device = ``text_encoder_device()`` (or the CPU when
@@ -15,7 +15,7 @@ import logging
 
 import torch
 
-from ..lyra import LyraInputError, LyraVAE
+from ..lyra import LyraInputError, LyraVAE, LyraXL
 from .comfy_internals import ModelPatcher, load_models_gpu, text_encoder_offload_device
 
 log = logging.getLogger("lune.lyra")
@@ -36,8 +36,14 @@ def offload_device_for(load_device: torch.device) -> torch.device:
 
 def _is_lyra_module(obj) -> bool:
     # the same class imported under another module name (tests, reloads): accept by the shape of the API
-    return isinstance(obj, LyraVAE) or (isinstance(obj, torch.nn.Module) and type(obj).__name__ == "LyraVAE"
-                                        and hasattr(obj, "reconstruct_modality"))
+    return isinstance(obj, (LyraVAE, LyraXL)) or is_xl(obj) or (
+        isinstance(obj, torch.nn.Module) and type(obj).__name__ == "LyraVAE" and hasattr(obj, "reconstruct_modality"))
+
+
+def is_xl(module) -> bool:
+    """True for a Lyra-XL module (SDXL: CLIP-L + CLIP-G + flan-t5-xl), False for Lyra v1 (SD1.5)."""
+    return isinstance(module, LyraXL) or (isinstance(module, torch.nn.Module) and hasattr(module, "reconstruct_clip")
+                                          and hasattr(module, "spec"))
 
 
 def _one_device(vae: LyraVAE, fallback: torch.device) -> None:

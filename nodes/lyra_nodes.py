@@ -18,7 +18,7 @@ import logging
 import torch
 
 from ..lune.stamps import file_stamp
-from ..lyra import LyraCheckpointError, LyraInputError, load_lyra, transform_conditioning
+from ..lyra import LyraCheckpointError, LyraInputError, load_any_lyra, transform_conditioning
 
 from . import downloads, lyra_inputs, lyra_model, paths
 from .comfy_internals import text_encoder_device
@@ -26,14 +26,16 @@ from .comfy_internals import text_encoder_device
 log = logging.getLogger("lune.lyra")
 
 DOWNLOAD_ENTRY = paths.LYRA_ENTRY.label
+
 DEVICE_DEFAULT = "default"
 DEVICES = (DEVICE_DEFAULT, "cpu")
 
 
 def resolve_lyra(lyra_name: str) -> tuple[str, str | None]:
     """(weights path, explicit config path or None = the reader looks beside the weights)."""
-    if lyra_name == DOWNLOAD_ENTRY:
-        config, weights = downloads.fetch_entry(paths.LYRA_ENTRY)
+    entry = paths.find_entry(lyra_name, paths.LYRA_ENTRIES)
+    if entry is not None:
+        config, weights = downloads.fetch_entry(entry)
         return weights, config
     path = paths.resolve_lyra(lyra_name)
     if path is None:
@@ -45,27 +47,30 @@ def resolve_lyra(lyra_name: str) -> tuple[str, str | None]:
 
 def lyra_stamp(lyra_name: str) -> str:
     """Reload stamp of the weights and every config file the reader may use."""
-    if lyra_name == DOWNLOAD_ENTRY:
-        return downloads.entry_stamp(paths.LYRA_ENTRY)
+    entry = paths.find_entry(lyra_name, paths.LYRA_ENTRIES)
+    if entry is not None:
+        return downloads.entry_stamp(entry)
     path = paths.resolve_lyra(lyra_name)
     return file_stamp(path, *paths.lyra_companions(path)) if path else lyra_name
 
 
 class LyraLoader:
-    """Load Lyra v1 (AbstractPhil/vae-lyra): CLIP-L + t5-base Cantor-fusion VAE, fp32."""
+    """Load a Lyra, fp32: v1 for SD1.5 (AbstractPhil/vae-lyra: CLIP-L + t5-base) or an SDXL Lyra-XL
+    (vae-lyra-sdxl-t5xl, vae-lyra-xl-adaptive-cantor, …-illustrious: CLIP-L + CLIP-G + flan-t5-xl), told apart by
+    the weights' keys (``lyra.load_any_lyra``)."""
 
     @classmethod
     def INPUT_TYPES(cls):
         return {
             "required": {
                 "lyra_name": (paths.list_lyra(), {"tooltip": (
-                    "Lyra weights in models/lyra (model.pt or .safetensors, with the config.json beside them). "
-                    f"{DOWNLOAD_ENTRY} fetches model.pt + config.json from Hugging Face into "
-                    "models/lyra/AbstractPhil_vae-lyra/ (honours HF_HUB_OFFLINE).")}),
+                    "Lyra weights in models/lyra (model.pt or .safetensors, config.json beside them or one folder "
+                    "up). The [download] entries fetch a published Lyra from Hugging Face into "
+                    "models/lyra/<owner>_<name>/ (honours HF_HUB_OFFLINE): vae-lyra is SD1.5, the others SDXL.")}),
             },
             "optional": {
                 "device": (list(DEVICES), {"default": DEVICE_DEFAULT, "tooltip": (
-                    "default: ComfyUI's text-encoder device. Lyra is 17 M params and always runs in fp32.")}),
+                    "default: ComfyUI's text-encoder device. Lyra (17 M params SD1.5, 54-139 M SDXL) runs in fp32.")}),
             },
         }
 
@@ -73,7 +78,8 @@ class LyraLoader:
     RETURN_NAMES = ("lyra",)
     FUNCTION = "load"
     CATEGORY = "Lune/Lyra"
-    DESCRIPTION = "Loads the Lyra CLIP+T5 fusion VAE (AbstractPhil/vae-lyra) for Lyra Encode."
+    DESCRIPTION = ("Loads a Lyra CLIP+T5 fusion VAE: vae-lyra (SD1.5) for Lyra Encode, the SDXL Lyras for Lyra Encode "
+                   "SDXL.")
 
     @classmethod
     def IS_CHANGED(cls, lyra_name, device=DEVICE_DEFAULT):
@@ -82,7 +88,7 @@ class LyraLoader:
     def load(self, lyra_name, device=DEVICE_DEFAULT):
         weights, config = resolve_lyra(lyra_name)
         target = text_encoder_device() if device == DEVICE_DEFAULT else torch.device(device)
-        vae = load_lyra(weights, config=config, device=lyra_model.offload_device_for(target))
+        vae = load_any_lyra(weights, config, device=lyra_model.offload_device_for(target))
         log.info("Lyra loaded from %s (fp32), runs on %s", weights, target)
         return (lyra_model.manage(vae, target),)
 
@@ -116,7 +122,11 @@ class LyraEncode:
                    "(empty text works). Long prompts: the first 77 tokens go through Lyra, the rest stay plain CLIP.")
 
     def encode(self, clip, t5, lyra, text, mode="mean", seed=0, strength=1.0):
-        config = lyra_model.module_of(lyra).config
+        module = lyra_model.module_of(lyra)
+        if lyra_model.is_xl(module):
+            raise LyraInputError("lyra is an SDXL Lyra (CLIP-L + CLIP-G + flan-t5-xl); Lyra Encode is for SD1.5's "
+                                 "vae-lyra. Use Lyra Encode SDXL with an SDXL checkpoint's CLIP and Load Lyra T5-XL.")
+        config = module.config
         if mode not in ("mean", "sample"):
             raise LyraInputError(f"mode must be 'mean' or 'sample', got {mode!r}.")
         if not 0.0 <= float(strength) <= 1.0:

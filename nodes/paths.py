@@ -7,6 +7,7 @@ from ..lune import download_entries as entries
 from ..lune.download_rules import FIXED, DownloadEntry
 from ..lyra.config import PUBLISHED_FILES as LYRA_FILES
 from ..lyra.config import PUBLISHED_REPO as LYRA_REPO
+from ..lyra.xl_spec import PUBLISHED_XL
 from . import comfy_internals as comfy_api
 
 MODEL_FOLDERS = ("checkpoints", "diffusion_models")
@@ -26,6 +27,9 @@ def register_folders() -> None:
 
 # Load Lyra: model.pt + config.json (the Lyra reader takes the config from beside the weights).
 LYRA_ENTRY = DownloadEntry(LYRA_REPO, LYRA_FOLDER, FIXED, tuple(LYRA_FILES), what="Lyra (config.json + model.pt)")
+# ... and the SDXL Lyras (config first: downloads return the files in this order).
+LYRA_ENTRIES = (LYRA_ENTRY, *(DownloadEntry(repo, LYRA_FOLDER, FIXED, tuple(files), what="Lyra-XL")
+                              for repo, files in PUBLISHED_XL.items()))
 MODEL_ENTRIES = entries.MODEL_ENTRIES                 # Load Lune Model's model_name
 DONOR_ENTRIES = (entries.SD15_COMPANION,)             # Load Lune Model's clip_vae_from
 CHECKPOINT_ENTRIES = entries.CHECKPOINT_ENTRIES       # Load Checkpoint (Lune downloads)
@@ -75,7 +79,7 @@ def resolve_model(name: str) -> str | None:
 def list_lyra() -> list[str]:
     """Weight files in models/lyra (config.json beside them), then the Hugging Face download entry."""
     names = [n for n in comfy_api.get_filename_list(LYRA_FOLDER) if n.lower().endswith(LYRA_WEIGHT_SUFFIXES)]
-    return names + [LYRA_ENTRY.label]
+    return names + entries.labels(LYRA_ENTRIES)
 
 
 def resolve_lyra(name: str) -> str | None:
@@ -85,8 +89,11 @@ def resolve_lyra(name: str) -> str | None:
 
 
 def lyra_companions(weights: str) -> list[str]:
-    """The files the Lyra reader may take the config from: ``<stem>.json`` and ``config.json`` beside the weights."""
-    return [os.path.splitext(weights)[0] + ".json", os.path.join(os.path.dirname(weights), "config.json")]
+    """The files the Lyra readers may take the config from: ``<stem>.json`` and ``config.json`` beside the weights,
+    ``config.json`` one folder up (an SDXL Lyra's ``weights/`` layout)."""
+    folder = os.path.dirname(weights)
+    return [os.path.splitext(weights)[0] + ".json", os.path.join(folder, "config.json"),
+            os.path.join(os.path.dirname(folder), "config.json")]
 
 
 # ------------------------------------------------------------------------------------------------ checkpoints

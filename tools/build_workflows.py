@@ -10,8 +10,9 @@ from pathlib import Path
 from testbed.ui_workflow import UiGraph
 
 from . import notes_zh
-from .model_sources import (INSTAFLOW_ENTRY, LUNE_ENTRY, LUNE_FLUX_ENTRY, LYRA_ENTRY, SD15_COMPANION,
-                            SD15_COMPANION_ENTRY, SDXL_BASE, SOL_ENTRY, SQCU_ENTRY, T5_BASE, ModelSource)
+from .model_sources import (INSTAFLOW_ENTRY, LUNE_ENTRY, LUNE_FLUX_ENTRY, LYRA_ENTRY, LYRA_XL_DOWNLOAD, SD15_COMPANION,
+                            SD15_COMPANION_ENTRY, SDXL_BASE, SOL_ENTRY, SQCU_ENTRY, T5_BASE, T5XL_DOWNLOAD,
+                            ModelSource)
 from .thumbnails import write_thumbnail
 
 WORKFLOWS_DIR = Path(__file__).resolve().parents[1] / "workflows"
@@ -484,6 +485,49 @@ def lune_merge(models="lune_a.safetensors\nlune_b.safetensors", steps=25, cfg=7.
     return g.to_json()
 
 
+NOTE_SDXL_LYRA = """SDXL + Lyra-XL (AbstractPhil/vae-lyra-xl-adaptive-cantor-illustrious): CLIP-L, CLIP-G and
+flan-t5-xl fused by Lyra, fed to the SDXL UNet with the original pooled output.
+
+1. Load Checkpoint: an SDXL checkpoint (sd_xl_base_1.0 here; the model was trained for Illustrious-style
+   SDXL models, so an Illustrious checkpoint suits it best).
+2. Load Lyra T5-XL: '[download] QQGYLab/ELLA flan-t5-xl' fetches the flan-t5-xl encoder (fp16, 2.95 GB)
+   once. Do not load flan-t5-xl with the stock Load CLIP: it reads it as AuraFlow's Pile-T5.
+3. Load Lyra: '[download] AbstractPhil/vae-lyra-xl-adaptive-cantor-illustrious' fetches
+   weights/lyra_best.safetensors + config.json. The other SDXL Lyras load the same way.
+4. Lyra Encode SDXL for BOTH positive and negative. clip_layer auto = what the model was trained on
+   (Illustrious: the stock SDXL encode, penultimate layer). strength 1 = the author's output, 0 = plain
+   SDXL conditioning. mode mean = deterministic. Past 77 CLIP tokens the extra chunks stay plain CLIP.
+5. Sampling as usual for SDXL: 1024x1024, euler + normal, 25 steps, CFG 7."""
+
+
+def sdxl_lyra(steps=25, cfg=7.0, size=1024, seed=42,
+              positive="a watercolor painting of a lighthouse on a cliff at dusk, soft light") -> dict:
+    """SDXL Load Checkpoint + Load Lyra T5-XL + Load Lyra (Illustrious) → Lyra Encode SDXL ×2 → KSampler."""
+    g = UiGraph()
+    _read_me(g, NOTE_SDXL_LYRA, notes_zh.NOTE_SDXL_LYRA_ZH, size=(420, 380))
+    ckpt = g.add("CheckpointLoaderSimple", [SDXL_CHECKPOINT.name], pos=(20, 430), size=(420, 100),
+                 title="Load SDXL", outputs=[("MODEL", "MODEL"), ("CLIP", "CLIP"), ("VAE", "VAE")],
+                 models=_sources(SDXL_CHECKPOINT))
+    t5 = g.add("LyraT5XLLoader", [T5XL_DOWNLOAD, "default"], pos=(20, 570), size=(420, 90),
+               outputs=[("t5", "CLIP")], color=LUNE_COLOR)
+    lyra = g.add("LyraLoader", [LYRA_XL_DOWNLOAD, "default"], pos=(20, 700), size=(420, 90),
+                 outputs=[("lyra", "LYRA")], color=LUNE_COLOR)
+    encode_inputs = [("clip", "CLIP"), ("t5", "CLIP"), ("lyra", "LYRA")]
+    pos_ = g.add("LyraEncodeSDXL", [positive, "mean", 0, "fixed", 1.0, "auto"], pos=(470, 20), size=(400, 250),
+                 title="Positive", inputs=encode_inputs, outputs=[("CONDITIONING", "CONDITIONING")], color=LUNE_COLOR)
+    neg = g.add("LyraEncodeSDXL", ["", "mean", 0, "fixed", 1.0, "auto"], pos=(470, 300), size=(400, 220),
+                title="Negative", inputs=encode_inputs, outputs=[("CONDITIONING", "CONDITIONING")], color=LUNE_COLOR)
+    latent = g.add("EmptyLatentImage", [size, size, 1], pos=(470, 550), size=(320, 110),
+                   outputs=[("LATENT", "LATENT")])
+    ks = _ksampler(g, ckpt, pos_, neg, latent, [seed, "fixed", steps, cfg, "euler", "normal", 1.0])
+    for enc in (pos_, neg):
+        g.connect(ckpt, 1, enc, "clip")
+        g.connect(t5, 0, enc, "t5")
+        g.connect(lyra, 0, enc, "lyra")
+    _plain_decode_and_save(g, (ks, 0), (ckpt, 2), "sdxl_lyra")
+    return g.to_json()
+
+
 WORKFLOWS = {
     "lune_txt2img": lune_txt2img,
     "lune_flux_txt2img": lune_flux_txt2img,
@@ -497,6 +541,7 @@ WORKFLOWS = {
     "lune_to_sdxl_refine": lune_to_sdxl_refine,
     "sdxl_vpred_ztsnr": sdxl_vpred_ztsnr,
     "lune_merge": lune_merge,
+    "sdxl_lyra": sdxl_lyra,
 }
 DEFAULT_WORKFLOW = "lune_txt2img"
 

@@ -62,3 +62,7 @@ T5_BASE = ModelSource("t5_base.safetensors", hf_url("google-t5/t5-base", "model.
 # The SDXL base the cross-family refine templates start from (or end with).
 SDXL_BASE = ModelSource("sd_xl_base_1.0.safetensors",
                         hf_url("stabilityai/stable-diffusion-xl-base-1.0", "sd_xl_base_1.0.safetensors"), "checkpoints")
+# SDXL Lyra (Illustrious) and its flan-t5-xl: the pack loaders' own [download] entries (the frontend cannot fetch a
+# config.json one folder above the weights, nor a .pt).
+LYRA_XL_DOWNLOAD = "[download] AbstractPhil/vae-lyra-xl-adaptive-cantor-illustrious"
+T5XL_DOWNLOAD = "[download] QQGYLab/ELLA"

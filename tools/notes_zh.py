@@ -129,3 +129,17 @@ NOTE_MERGE_ZH = """Lune 模型合并：把多个 Lune/SD1.5 检查点合并成�
 4. 写入 models/checkpoints/<output_name>.safetensors（配方保存在元数据中）；已存在的文件绝不会被覆盖：
    下次合并请更换 output_name。
 5. 接“Lune 流偏移” 2.0，让合并后的 SD1.5 按整流模型采样；euler + simple，25 步，CFG 7.5。"""
+
+NOTE_SDXL_LYRA_ZH = """SDXL + Lyra-XL（AbstractPhil/vae-lyra-xl-adaptive-cantor-illustrious）：用 Lyra 融合 CLIP-L、
+CLIP-G 和 flan-t5-xl，连同原来的 pooled 输出送入 SDXL UNet。
+
+1. 加载检查点：一个 SDXL 检查点（这里是 sd_xl_base_1.0；该模型是为 Illustrious 风格的 SDXL 训练的，
+   Illustrious 检查点效果最好）。
+2. “加载 Lyra T5-XL”：选 '[download] QQGYLab/ELLA flan-t5-xl'，一次性下载 flan-t5-xl 编码器
+   （fp16，2.95 GB）。不要用原生“加载 CLIP”加载 flan-t5-xl：它会被当成 AuraFlow 的 Pile-T5。
+3. “加载 Lyra”：选 '[download] AbstractPhil/vae-lyra-xl-adaptive-cantor-illustrious'，下载
+   weights/lyra_best.safetensors 和 config.json。其他 SDXL Lyra 也用同样方式加载。
+4. 正向和负向都用“Lyra 编码 SDXL”。clip_layer 选 auto = 模型训练时用的层（Illustrious：原生 SDXL
+   编码，倒数第二层）。strength 1 = 作者的输出，0 = 普通 SDXL 条件。mode 选 mean 结果确定。
+   超过 77 个 CLIP 词元的部分保持普通 CLIP。
+5. 采样设置与普通 SDXL 相同：1024x1024，euler + normal，25 步，CFG 7。"""

@@ -35,7 +35,7 @@ FLOW_SCHEDULERS = {"simple", "normal", "sgm_uniform", "beta", "kl_optimal", "lun
 CONTROL_VALUES = {"fixed", "increment", "decrement", "randomize"}
 # Widgets whose values are file names on the author's machine; the tests replace them with fixture names.
 MODEL_FILE_INPUTS = {"model_name", "clip_vae_from", "lyra_name", "clip_name", "ckpt_name", "vae_name", "unet_name",
-                     "base_name"}
+                     "base_name", "t5_name"}
 # Execution at test size: (class_type → input overrides); steps are capped at 4.
 SHRINK = {"EmptyLatentImage": {"width": 64, "height": 64}, "ImageScale": {"width": 64, "height": 64},
           "LuneLatentHandoff": {"scale": 1.0}}
@@ -79,6 +79,16 @@ def server(tmp_path_factory, tiny_sd15):
         lyra_files.write_config_json(folder / "config.json")
         fixtures["lyra"] = place_model(base, "lyra", folder, "lyra_test")
         fixtures["t5"] = place_model(base, "text_encoders", build_t5_base(), "t5_base_random.safetensors")
+    if _uses("LyraEncodeSDXL"):  # an SDXL Lyra workflow: a tiny v2-hard Lyra-XL (weights/ layout) + a tiny flan-t5
+        from testbed.fixtures.lyra_xl_files import V2_HARD, config_for, random_state, write_published
+        from testbed.fixtures.t5xl_files import tiny_flan_t5
+
+        sizes = {"clip_l": 768, "clip_g": 1280, "t5": 64, "hidden": 32, "latent": 16, "heads": 4}
+        write_published(base / "lyra_xl_fixture", V2_HARD, random_state(V2_HARD, sizes), "weights",
+                        config_for(V2_HARD, sizes))
+        fixtures["lyra_xl"] = place_model(base, "lyra", base / "lyra_xl_fixture", "lyra_xl_test")
+        fixtures["t5xl"] = place_model(base, "text_encoders", tiny_flan_t5(base / "t5xl_fixture")[0],
+                                       "flan_t5_tiny.safetensors")
     if _uses("CheckpointLoaderSimple"):  # the SDXL refine workflows: random-weight SDXL (~5 GB RSS in the server)
         from testbed.fixtures.sdxl_files import build_sdxl_fixture
 
@@ -147,6 +157,7 @@ MODEL_FOLDERS = {
     ("VAELoader", "vae_name"): {"vae"},
     ("UNETLoader", "unet_name"): {"diffusion_models"},
     ("LuneMergeModels", "base_name"): {"checkpoints"},
+    ("LyraT5XLLoader", "t5_name"): {"text_encoders"},
 }
 NOT_A_FILE = {"(from model file)"}
 # Pack widgets that list no [download] entries: the template names the file through properties.models instead.
@@ -326,8 +337,11 @@ def api_prompt(server, name: str) -> dict:
         if cls == "LuneModelLoader":
             inputs.update(model_name=fx["checkpoint"], clip_vae_from="(from model file)")
         elif cls == "LyraLoader":
+            wanted = fx["lyra_xl"] if any(n["class_type"] == "LyraEncodeSDXL" for n in prompt.values()) else fx["lyra"]
             inputs["lyra_name"] = next(o for o in info[cls]["input"]["required"]["lyra_name"][0]
-                                       if o.startswith(fx["lyra"]))
+                                       if o.startswith(wanted))
+        elif cls == "LyraT5XLLoader":
+            inputs["t5_name"] = fx["t5xl"]
         elif cls in ("CheckpointLoaderSimple", "LuneCheckpointLoader"):
             inputs["ckpt_name"] = fx["sdxl"]
         elif cls == "LuneMergeModels":  # 2 Weiszfeld passes: each re-reads every model (CLIP-L is full size)
