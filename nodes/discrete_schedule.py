@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import logging
 
-import comfy.model_sampling
-
 from ..lune.discrete_schedule import (BETA_END_DEFAULT, BETA_END_MAX, BETA_SCHEDULES, BETA_START_DEFAULT,
                                       COMFY_NAMES, discrete_sigmas)
 from ..lune.errors import LuneError, UnsupportedModelError
 from ..lune.schedule import sol_timestep_label
 from ..lune.variants import SHIFT_MAX
+from .comfy_internals import CONST, EPS, V_PREDICTION, ModelSamplingDiscrete
 from .sampling_patches import current_sampling, describe_model
 
 log = logging.getLogger("lune")
@@ -25,7 +24,7 @@ DISCRETE_MODEL_TYPES = ("EPS", "V_PREDICTION")
 SQCU_SETTINGS = "v_prediction, scaled_linear, 0.00085 → 0.024, zero_terminal_snr on"
 
 
-class LuneDiscreteSampling(comfy.model_sampling.ModelSamplingDiscrete):
+class LuneDiscreteSampling(ModelSamplingDiscrete):
     """ComfyUI's discrete sampling with the σ table set from ``lune.discrete_schedule`` and an optional Sol-style
     timestep-label shift ``t_label = floor(999·shift(t/999))`` (AbstractPhil/sd15-flow-matching's sampler; 0 = off).
 
@@ -47,11 +46,11 @@ class LuneDiscreteSampling(comfy.model_sampling.ModelSamplingDiscrete):
         return sol_timestep_label(super().timestep(sigma), self.label_shift)
 
 
-class LuneDiscreteV(LuneDiscreteSampling, comfy.model_sampling.V_PREDICTION):
+class LuneDiscreteV(LuneDiscreteSampling, V_PREDICTION):
     """v-prediction: c_in = 1/√(σ²+1), x̂0 = x/(σ²+1) − v·σ/√(σ²+1) (ComfyUI ``V_PREDICTION``)."""
 
 
-class LuneDiscreteEps(LuneDiscreteSampling, comfy.model_sampling.EPS):
+class LuneDiscreteEps(LuneDiscreteSampling, EPS):
     """ε-prediction: c_in = 1/√(σ²+1), x̂0 = x − σ·ε (ComfyUI ``EPS``)."""
 
 
@@ -84,7 +83,7 @@ def report(model, prediction: str, zero_terminal_snr: bool) -> None:
              " with zsnr" if loaded_zsnr else "")
     patched = current_sampling(model)
     if patched is not model.model.model_sampling:
-        level = logging.WARNING if isinstance(patched, comfy.model_sampling.CONST) else logging.INFO
+        level = logging.WARNING if isinstance(patched, CONST) else logging.INFO
         log.log(level, "Lune Discrete Schedule: replaces the earlier sampling patch %s%s.", type(patched).__name__,
                 " (rectified flow: use this node only if the weights are really discrete-schedule)"
                 if level == logging.WARNING else "")

@@ -9,11 +9,10 @@ from __future__ import annotations
 import os
 from typing import Sequence
 
-import comfy.utils
-
 from ..lune import hub
 from ..lune.stamps import file_stamp
 from . import paths
+from .comfy_internals import ProgressBar
 
 STEPS_PER_FILE = 100
 
@@ -21,7 +20,7 @@ STEPS_PER_FILE = 100
 def fetch(repo_id: str, filenames: Sequence[str], folder: str = paths.DOWNLOADS_FOLDER) -> list[str]:
     """Local paths of ``filenames`` of ``repo_id`` (downloaded into ``download_root(repo_id, folder)`` if needed)."""
     local = paths.download_root(repo_id, folder)
-    bar = comfy.utils.ProgressBar(STEPS_PER_FILE * len(filenames))
+    bar = ProgressBar(STEPS_PER_FILE * len(filenames))
     out = []
     for index, name in enumerate(filenames):
         base = STEPS_PER_FILE * index

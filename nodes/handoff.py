@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import logging
 
-import comfy.utils
 import torch
 
 from ..lune.errors import LuneError
@@ -15,6 +14,7 @@ from ..lune.handoff import (
     resize_images,
     snap_multiple,
 )
+from .comfy_internals import ProgressBar
 
 log = logging.getLogger("lune")
 
@@ -86,7 +86,7 @@ class LuneLatentHandoff:
             log.warning("%s: the latent's noise mask was dropped (it belongs to the source latent's grid).", NODE)
         multiple = snap_multiple(getattr(target_vae, "downscale_ratio", None))
         chunks = batch_chunks(latent.shape[0], CHUNK)
-        progress = comfy.utils.ProgressBar(len(chunks))
+        progress = ProgressBar(len(chunks))
         converted, size = [], None
         for part in chunks:
             images = source_vae.decode(latent[part])

@@ -4,19 +4,15 @@ from __future__ import annotations
 import logging
 import os
 
-import comfy.sd
-import comfy.supported_models
-import comfy.utils
-import folder_paths
-
 from ..lune import formats
-from ..lune.clip_vae_donor import read_clip_vae
-from ..lune.errors import MissingComponentError, UnsupportedModelError
+from ..lune.errors import MissingComponentError
 from ..lune.pipeline_folder import variant_from_pipeline_folder
 from ..lune.stamps import file_stamp
 from ..lune.variants import (FLOW, SHIFT_FROM_VARIANT, SHIFT_MAX, UNNAMED, VARIANT_NAMES, VARIANTS, check_flow_shift,
                              detect_variant, effective_shift, get_variant)
-from . import downloads, model_fill, paths
+from . import comfy_internals as comfy_api
+from . import downloads, paths
+from .model_build import build_lune_models, load_donor_clip_vae
 from .sampling_patches import install_variant
 
 log = logging.getLogger("lune")
@@ -67,30 +63,11 @@ def _model_stamp(model_name: str) -> str:
 
 
 def donor_path(checkpoint_name: str) -> str:
-    path = folder_paths.get_full_path("checkpoints", checkpoint_name)
+    path = comfy_api.get_full_path("checkpoints", checkpoint_name)
     if path is None:
         raise MissingComponentError(f"clip_vae_from: {checkpoint_name!r} is not in models/checkpoints. Refresh the "
                                     "node list (press R) or pick another SD1.5 checkpoint.")
     return path
-
-
-def load_clip_vae(checkpoint_name: str):
-    """CLIP and VAE of an SD1.5 checkpoint from models/checkpoints; its UNet is never read (any SD1.5 UNet —
-    inpainting's 9 channels included — is fine, since only CLIP and VAE are used)."""
-    sd, metadata = read_clip_vae(donor_path(checkpoint_name))
-    config = comfy.supported_models.SD15(comfy.supported_models.SD15.unet_config)
-    # the two steps of comfy.sd.load_state_dict_guess_config that build VAE and CLIP from a checkpoint's keys
-    vae_sd = comfy.utils.state_dict_prefix_replace(sd, {p: "" for p in config.vae_key_prefix}, filter_keys=True)
-    vae = comfy.sd.VAE(sd=config.process_vae_state_dict(vae_sd), metadata=metadata)
-    clip_sd = config.process_clip_state_dict(sd)
-    clip = comfy.sd.CLIP(config.clip_target(state_dict=clip_sd),
-                         embedding_directory=folder_paths.get_folder_paths("embeddings"), tokenizer_data=clip_sd,
-                         parameters=comfy.utils.calculate_parameters(clip_sd))
-    missing, _ = clip.load_sd(clip_sd, full_model=True)
-    missing = [k for k in missing if ".logit_scale" not in k and ".text_projection.weight" not in k]
-    if missing:
-        log.warning("clip_vae_from: CLIP weights missing from %s: %s", checkpoint_name, ", ".join(missing[:8]))
-    return clip, vae
 
 
 class LuneModelLoader:
@@ -110,7 +87,7 @@ class LuneModelLoader:
                 "finetunes (UNet timestep 999·σ). instaflow: InstaFlow-0.9B and 2-Rectified Flow (output x0 − ε).")}),
             "shift": ("FLOAT", {"default": SHIFT_FROM_VARIANT, **SHIFT_LIMITS, "min": SHIFT_FROM_VARIANT,
                                 "variant_shifts": VARIANT_SHIFTS, "tooltip": _shift_tooltip()}),
-            "clip_vae_from": ([FROM_FILE, *folder_paths.get_filename_list("checkpoints")], {"tooltip": (
+            "clip_vae_from": ([FROM_FILE, *comfy_api.get_filename_list("checkpoints")], {"tooltip": (
                 "Where CLIP and VAE come from. UNet-only files (diffusers, .pt) have none: pick any SD1.5 "
                 "checkpoint here, or leave CLIP/VAE unconnected and use separate loaders.")}),
         }}
@@ -123,7 +100,7 @@ class LuneModelLoader:
 
     @classmethod
     def IS_CHANGED(cls, model_name, variant, shift, clip_vae_from):
-        donor = folder_paths.get_full_path("checkpoints", clip_vae_from) if clip_vae_from != FROM_FILE else None
+        donor = comfy_api.get_full_path("checkpoints", clip_vae_from) if clip_vae_from != FROM_FILE else None
         return (_model_stamp(model_name), variant, shift, file_stamp(donor) if donor else clip_vae_from)
 
     def load(self, model_name, variant, shift, clip_vae_from):
@@ -132,32 +109,26 @@ class LuneModelLoader:
         path, implied = _resolve(model_name)
         ckpt = formats.read_checkpoint(path)
         if variant == AUTO:
-            if implied:
-                chosen, reason = get_variant(implied), "download entry"
-            else:  # the listed name is relative to its models folder; folders above it say nothing
-                chosen, reason = variant_from_pipeline_folder(path) or detect_variant(model_name, ckpt.metadata)
+            chosen, reason = self._detect(model_name, path, implied, ckpt.metadata)
             (log.warning if chosen is UNNAMED else log.info)(
                 "Lune loader: %s → variant %s (%s)", model_name, chosen.name, reason)
         else:
             chosen = get_variant(variant)
         shift = effective_shift(chosen, shift)
 
-        clip = vae = None
-        if ckpt.layout == "single_file":
-            out = model_fill.load_checkpoint(ckpt.full_state_dict, metadata=ckpt.metadata,
-                                             embedding_directory=folder_paths.get_folder_paths("embeddings"))
-            if out is None or out[0] is None:
-                raise UnsupportedModelError(f"ComfyUI could not build an SD1.5 model from {path}.")
-            model, clip, vae = out[0], out[1], out[2]
-        else:
-            model = model_fill.load_unet(ckpt.unet, metadata=ckpt.metadata)
-            if model is None:
-                raise UnsupportedModelError(f"ComfyUI could not build an SD1.5 UNet from {path}.")
+        model, clip, vae = build_lune_models(ckpt)
         del ckpt
-
         if clip_vae_from != FROM_FILE:
-            clip, vae = load_clip_vae(clip_vae_from)
+            clip, vae = load_donor_clip_vae(donor_path(clip_vae_from), clip_vae_from)
         elif clip is None:
             log.warning("Lune loader: %s is UNet-only; CLIP/VAE outputs are empty. Set clip_vae_from to an SD1.5 "
                         "checkpoint or use separate CLIP/VAE loaders.", os.path.basename(path))
         return (install_variant(model, chosen, shift), clip, vae)
+
+    @staticmethod
+    def _detect(model_name: str, path: str, implied: str | None, metadata: dict):
+        """(variant, reason) for ``auto``: a download entry's repo, a diffusers pipeline folder's configs, then the
+        listed name (relative to its models folder; folders above it say nothing) and the file's metadata."""
+        if implied:
+            return get_variant(implied), "download entry"
+        return variant_from_pipeline_folder(path) or detect_variant(model_name, metadata)

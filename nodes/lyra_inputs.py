@@ -16,9 +16,8 @@ import numbers
 
 import torch
 
-import comfy.model_management
-
 from ..lyra import LyraInputError, pad_or_truncate_ids, strip_prompt_weighting
+from .comfy_internals import intermediate_device
 
 log = logging.getLogger("lune.lyra")
 
@@ -126,4 +125,4 @@ def t5_hidden_states(t5, text: str, length: int = 77) -> torch.Tensor:
     embeds, mask, num_tokens, info = encoder.process_tokens([ids], device)
     outputs = encoder.transformer(None, mask, embeds=embeds, num_tokens=num_tokens, intermediate_output=None,
                                   final_layer_norm_intermediate=True, dtype=torch.float32, embeds_info=info)
-    return outputs[0].float().to(comfy.model_management.intermediate_device())
+    return outputs[0].float().to(intermediate_device())

@@ -15,25 +15,23 @@ import logging
 
 import torch
 
-import comfy.model_management
-import comfy.model_patcher
-
 from ..lyra import LyraInputError, LyraVAE
+from .comfy_internals import ModelPatcher, load_models_gpu, text_encoder_offload_device
 
 log = logging.getLogger("lune.lyra")
 
 LYRA_TYPE = "LYRA"
 
 
-def manage(vae: LyraVAE, load_device: torch.device) -> comfy.model_patcher.ModelPatcher:
+def manage(vae: LyraVAE, load_device: torch.device) -> ModelPatcher:
     """``vae`` (already on the offload device) wrapped for ComfyUI's model management."""
     offload = offload_device_for(load_device)
-    return comfy.model_patcher.ModelPatcher(vae, load_device=load_device, offload_device=offload)
+    return ModelPatcher(vae, load_device=load_device, offload_device=offload)
 
 
 def offload_device_for(load_device: torch.device) -> torch.device:
     """Where a freshly read Lyra waits until its first use (the patcher's offload device)."""
-    return load_device if load_device.type == "cpu" else comfy.model_management.text_encoder_offload_device()
+    return load_device if load_device.type == "cpu" else text_encoder_offload_device()
 
 
 def _is_lyra_module(obj) -> bool:
@@ -52,7 +50,7 @@ def _one_device(vae: LyraVAE, fallback: torch.device) -> None:
 
 def module_of(lyra) -> LyraVAE:
     """The LyraVAE inside a LYRA input (not loaded); refuses anything else."""
-    if isinstance(lyra, comfy.model_patcher.ModelPatcher) and _is_lyra_module(lyra.model):
+    if isinstance(lyra, ModelPatcher) and _is_lyra_module(lyra.model):
         return lyra.model
     if _is_lyra_module(lyra):  # a bare module (another pack, a script): used where it is
         return lyra
@@ -63,7 +61,7 @@ def module_of(lyra) -> LyraVAE:
 def ready(lyra) -> LyraVAE:
     """The LyraVAE of a LYRA input, loaded by ComfyUI onto its load device (a bare module: as it is)."""
     vae = module_of(lyra)
-    if isinstance(lyra, comfy.model_patcher.ModelPatcher):
-        comfy.model_management.load_models_gpu([lyra], force_full_load=True)
+    if isinstance(lyra, ModelPatcher):
+        load_models_gpu([lyra], force_full_load=True)
         _one_device(vae, lyra.offload_device)
     return vae

@@ -17,12 +17,11 @@ import logging
 
 import torch
 
-import comfy.model_management
-
 from ..lune.stamps import file_stamp
 from ..lyra import LyraCheckpointError, LyraInputError, load_lyra, transform_conditioning
 from ..lyra.config import PUBLISHED_FILES, PUBLISHED_REPO
 from . import downloads, lyra_inputs, lyra_model, paths
+from .comfy_internals import text_encoder_device
 
 log = logging.getLogger("lune.lyra")
 
@@ -82,7 +81,7 @@ class LyraLoader:
 
     def load(self, lyra_name, device=DEVICE_DEFAULT):
         weights, config = resolve_lyra(lyra_name)
-        target = comfy.model_management.text_encoder_device() if device == DEVICE_DEFAULT else torch.device(device)
+        target = text_encoder_device() if device == DEVICE_DEFAULT else torch.device(device)
         vae = load_lyra(weights, config=config, device=lyra_model.offload_device_for(target))
         log.info("Lyra loaded from %s (fp32), runs on %s", weights, target)
         return (lyra_model.manage(vae, target),)

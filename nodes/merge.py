@@ -4,14 +4,10 @@ from __future__ import annotations
 import json
 import logging
 
-import comfy.model_management
-import comfy.sd
-import comfy.utils
-import folder_paths
-
 from ..lune.errors import MissingComponentError
 from ..lune.merge import METHODS, MergeParams, merge_models
 from ..lune.merge.inputs import output_path, resolve_model_list
+from . import comfy_internals as comfy_api
 
 log = logging.getLogger("lune")
 
@@ -22,7 +18,7 @@ class LuneMergeModels:
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {
-            "base_name": (folder_paths.get_filename_list(FOLDER), {
+            "base_name": (comfy_api.get_filename_list(FOLDER), {
                 "tooltip": "Base checkpoint θ₀ (models/checkpoints). Task vectors are τᵢ = θᵢ − θ₀; keys only "
                            "in the base are copied; the output keeps its dtypes."}),
             "models": ("STRING", {"multiline": True, "default": "*.safetensors", "tooltip":
@@ -55,22 +51,22 @@ class LuneMergeModels:
                    "median, TGMD), writes a new .safetensors with the recipe in its metadata, and loads it.")
 
     def merge(self, base_name, models, method, density, drop_rate, strength, seed, max_iterations, output_name):
-        base = folder_paths.get_full_path(FOLDER, base_name)
+        base = comfy_api.get_full_path(FOLDER, base_name)
         if base is None:
             raise MissingComponentError(f"base_name {base_name!r} is not in models/checkpoints. Press R to refresh.")
-        roots = folder_paths.get_folder_paths(FOLDER)
+        roots = comfy_api.get_folder_paths(FOLDER)
         dst = output_path(output_name, roots[0])
         model_paths = resolve_model_list(models, roots, base)
         params = MergeParams(method=method, density=density, drop_rate=drop_rate, strength=strength, seed=seed,
                              max_iterations=max_iterations)
-        bar = comfy.utils.ProgressBar(1)
+        bar = comfy_api.ProgressBar(1)
 
         def progress(done: int, total: int, key: str) -> None:
             bar.update_absolute(done, total)
-            comfy.model_management.throw_exception_if_processing_interrupted()  # Cancel: the partial file is removed
+            comfy_api.throw_exception_if_processing_interrupted()  # Cancel: the partial file is removed
 
         merge_models(base, model_paths, dst, params, progress=progress,
                      metadata={"lune.merge.node": json.dumps({"base_name": base_name, "models": models})})
-        out = comfy.sd.load_checkpoint_guess_config(dst, output_vae=True, output_clip=True,
-                                                    embedding_directory=folder_paths.get_folder_paths("embeddings"))
+        out = comfy_api.load_checkpoint_guess_config(dst, output_vae=True, output_clip=True,
+                                                   embedding_directory=comfy_api.get_folder_paths("embeddings"))
         return out[:3]

@@ -1,12 +1,11 @@
-"""Model folders, the loaders' file lists and ``[download]`` entries (ComfyUI's folder_paths glue)."""
+"""Model folders, the loaders' file lists and ``[download]`` entries (ComfyUI's model-folder glue)."""
 from __future__ import annotations
 
 import os
 
-import folder_paths
-
 from ..lune.variants import VARIANTS
 from ..lyra.config import PUBLISHED_REPO as LYRA_REPO
+from . import comfy_internals as comfy_api
 
 MODEL_FOLDERS = ("checkpoints", "diffusion_models")
 DOWNLOADS_FOLDER = "diffusion_models"
@@ -17,9 +16,8 @@ DOWNLOAD_PREFIX = "[download] "
 
 def register_folders() -> None:
     """Add ``models/lyra`` (idempotent). Lyra files: model.pt / *.safetensors, config.json beside them."""
-    folder_paths.add_model_folder_path(LYRA_FOLDER, os.path.join(folder_paths.models_dir, LYRA_FOLDER))
-    paths, exts = folder_paths.folder_names_and_paths[LYRA_FOLDER]
-    exts.update(folder_paths.supported_pt_extensions)
+    comfy_api.add_model_folder_path(LYRA_FOLDER, os.path.join(comfy_api.models_dir(), LYRA_FOLDER))
+    comfy_api.folder_extensions(LYRA_FOLDER).update(comfy_api.supported_pt_extensions)
 
 
 # ------------------------------------------------------------------------------------------------ [download] entries
@@ -39,7 +37,7 @@ def download_root(repo_id: str, folder: str = DOWNLOADS_FOLDER) -> str:
 
     Built from ``models_dir``, not the last registered path of the folder: ComfyUI's main.py appends
     ``output/diffusion_models`` (for model-saving nodes) after ``models/diffusion_models``."""
-    return os.path.join(folder_paths.models_dir, folder, repo_id.replace("/", "_"))
+    return os.path.join(comfy_api.models_dir(), folder, repo_id.replace("/", "_"))
 
 
 def download_entries() -> list[str]:
@@ -53,7 +51,7 @@ def list_models() -> list[str]:
     then one download entry per known Hugging Face repo."""
     names: list[str] = []
     for folder in MODEL_FOLDERS:
-        for name in folder_paths.get_filename_list(folder):
+        for name in comfy_api.get_filename_list(folder):
             if name not in names and not name.endswith((".json", ".yaml")):
                 names.append(name)
     return names + download_entries()
@@ -62,7 +60,7 @@ def list_models() -> list[str]:
 def resolve_model(name: str) -> str | None:
     """Absolute path of a listed file (checkpoints first, then diffusion_models), or None."""
     for folder in MODEL_FOLDERS:
-        path = folder_paths.get_full_path(folder, name)
+        path = comfy_api.get_full_path(folder, name)
         if path:
             return path
     return None
@@ -72,13 +70,13 @@ def resolve_model(name: str) -> str | None:
 
 def list_lyra() -> list[str]:
     """Weight files in models/lyra (config.json beside them), then the Hugging Face download entry."""
-    names = [n for n in folder_paths.get_filename_list(LYRA_FOLDER) if n.lower().endswith(LYRA_WEIGHT_SUFFIXES)]
+    names = [n for n in comfy_api.get_filename_list(LYRA_FOLDER) if n.lower().endswith(LYRA_WEIGHT_SUFFIXES)]
     return names + [download_entry(LYRA_REPO)]
 
 
 def resolve_lyra(name: str) -> str | None:
     """Absolute path of a listed Lyra weights file, or None."""
-    path = folder_paths.get_full_path(LYRA_FOLDER, name)
+    path = comfy_api.get_full_path(LYRA_FOLDER, name)
     return path if path and os.path.isfile(path) else None
 
 

@@ -1,12 +1,11 @@
 """The author's Euler on the author's σ grid, as SAMPLER + SIGMAS and in the stock KSampler lists."""
 from __future__ import annotations
 
-import comfy.k_diffusion.sampling
-import comfy.samplers
-
 from ..lune.errors import LuneError
 from ..lune.sampling import sample_lune_euler
 from ..lune.schedule import flow_sigmas, sol_sigmas
+from .comfy_internals import (KSAMPLER, KSAMPLER_NAMES, SAMPLER_NAMES, SCHEDULER_HANDLERS, SCHEDULER_NAMES,
+                             KSampler, SchedulerHandler, k_diffusion_sampling)
 from .sampling_patches import SolSampling, describe_sampling, is_flow
 
 
@@ -31,12 +30,12 @@ def _scheduler_handler(model_sampling, steps):
 
 def register_in_stock_lists() -> None:
     """Add ``lune_euler`` / ``lune_flow`` to every stock sampler/scheduler list (idempotent)."""
-    setattr(comfy.k_diffusion.sampling, f"sample_{SAMPLER_NAME}", sample_lune_euler)
-    for names in (comfy.samplers.KSAMPLER_NAMES, comfy.samplers.SAMPLER_NAMES, comfy.samplers.KSampler.SAMPLERS):
+    setattr(k_diffusion_sampling, f"sample_{SAMPLER_NAME}", sample_lune_euler)
+    for names in (KSAMPLER_NAMES, SAMPLER_NAMES, KSampler.SAMPLERS):
         if SAMPLER_NAME not in names:
             names.append(SAMPLER_NAME)
-    comfy.samplers.SCHEDULER_HANDLERS[SCHEDULER_NAME] = comfy.samplers.SchedulerHandler(_scheduler_handler)
-    for names in (comfy.samplers.SCHEDULER_NAMES, comfy.samplers.KSampler.SCHEDULERS):
+    SCHEDULER_HANDLERS[SCHEDULER_NAME] = SchedulerHandler(_scheduler_handler)
+    for names in (SCHEDULER_NAMES, KSampler.SCHEDULERS):
         if SCHEDULER_NAME not in names:
             names.append(SCHEDULER_NAME)
 
@@ -60,4 +59,4 @@ class LuneSamplerAdapter:
 
     def build(self, model, steps, denoise):
         sigmas = lune_sigmas(model.get_model_object("model_sampling"), steps, denoise, caller="Lune Sampler Adapter")
-        return (comfy.samplers.KSAMPLER(sample_lune_euler), sigmas)
+        return (KSAMPLER(sample_lune_euler), sigmas)

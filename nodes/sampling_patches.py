@@ -6,16 +6,15 @@ and a new patch replaces the old one (object patches are keyed), so shifts never
 """
 from __future__ import annotations
 
-import comfy.model_sampling
-import comfy.supported_models
-
 from ..lune.errors import UnsupportedModelError
 from ..lune.latent import sd15_latent_problem
 from ..lune.schedule import sol_timestep_label
-from ..lune.variants import FLOW, UNNAMED, V_DISCRETE, Variant, get_variant
+from ..lune.variants import FLOW, UNNAMED, V_DISCRETE, Variant
+from .comfy_internals import (CONST, SD15, V_PREDICTION, ModelSamplingDiscrete, ModelSamplingDiscreteFlow,
+                              ModelSamplingFlux)
 
 
-class LuneFlowSampling(comfy.model_sampling.ModelSamplingDiscreteFlow, comfy.model_sampling.CONST):
+class LuneFlowSampling(ModelSamplingDiscreteFlow, CONST):
     """Rectified flow x_σ = σ·ε + (1−σ)·x0 for every SD1.5 flow model, with two per-model conventions:
 
     * ``timestep(σ) = multiplier·σ`` (float): 1000 for Lune (AbstractPhil/sd15-flow-lune trainer.py) and InstaFlow
@@ -25,19 +24,18 @@ class LuneFlowSampling(comfy.model_sampling.ModelSamplingDiscreteFlow, comfy.mod
       exactly ComfyUI's CONST); InstaFlow predicts x0 − ε (sign −1: its pipeline integrates latents += dt·v from
       noise to data).
 
-    At multiplier 1000 and sign +1 it behaves exactly like stock ``ModelSamplingSD3(shift)``; the class exists so
-    the pack can recognise its own patch and carry the variant name. RES4LYF sees CONST (flow), sigma_max == 1,
-    and deep-copies it and calls ``set_parameters(shift=…)``: multiplier and sign are kept unless passed.
+    At multiplier 1000 and sign +1 it behaves exactly like stock ``ModelSamplingSD3(shift)``. The conventions are
+    the trained model's, so they live on the class (one subclass per variant, ``flow_sampling_class``), never on
+    the instance: whoever rebuilds the object as ``type(old)(model_config)`` (ComfyUI's ModelNoiseScale), deep-copies
+    it or calls ``set_parameters(shift=…)`` (RES4LYF) keeps the variant. ``multiplier`` passed by such callers is
+    ignored for the same reason.
     """
-    lune_variant = UNNAMED.name  # install_flow sets the real one
+    lune_variant = UNNAMED.name
+    timestep_multiplier = 1000.0
     output_sign = 1.0
 
-    def set_parameters(self, shift=1.0, timesteps=1000, multiplier=None, output_sign=None):
-        if multiplier is None:
-            multiplier = getattr(self, "multiplier", 1000)
-        if output_sign is not None:
-            self.output_sign = float(output_sign)
-        super().set_parameters(shift=shift, timesteps=timesteps, multiplier=multiplier)
+    def set_parameters(self, shift=1.0, timesteps=1000, multiplier=None):
+        super().set_parameters(shift=shift, timesteps=timesteps, multiplier=self.timestep_multiplier)
 
     def calculate_denoised(self, sigma, model_output, model_input):
         if self.output_sign != 1.0:  # InstaFlow; every other variant skips the extra tensor op per model call
@@ -49,7 +47,23 @@ class LuneFlowSampling(comfy.model_sampling.ModelSamplingDiscreteFlow, comfy.mod
         return super().noise_scaling(sigma, noise, latent_image, max_denoise=max_denoise)
 
 
-class SolSampling(comfy.model_sampling.ModelSamplingDiscrete, comfy.model_sampling.V_PREDICTION):
+_FLOW_CLASSES: dict[str, type[LuneFlowSampling]] = {}
+
+
+def flow_sampling_class(variant: Variant) -> type[LuneFlowSampling]:
+    """The LuneFlowSampling subclass carrying ``variant``'s name, timestep multiplier and output sign (one per
+    variant, reused, so ``isinstance``/``type`` comparisons and caches see one class)."""
+    cls = _FLOW_CLASSES.get(variant.name)
+    if cls is None:
+        cls = type(LuneFlowSampling.__name__, (LuneFlowSampling,), {
+            "__qualname__": f"LuneFlowSampling[{variant.name}]", "__module__": __name__,
+            "lune_variant": variant.name, "timestep_multiplier": float(variant.timestep_multiplier),
+            "output_sign": float(variant.output_sign)})
+        _FLOW_CLASSES[variant.name] = cls
+    return cls
+
+
+class SolSampling(ModelSamplingDiscrete, V_PREDICTION):
     """Sol (AbstractPhil/sd15-flow-matching): v-prediction on SD1.5's discrete schedule, as the author samples it.
 
     * ``timestep(σ)`` → ``floor(999·shift(t/999))`` when a label shift > 0 is set (author tried 0/3/6/9);
@@ -80,7 +94,7 @@ def require_sd15_latent(latent_image) -> None:
 
 
 def is_sd15(model) -> bool:
-    return isinstance(getattr(model.model, "model_config", None), comfy.supported_models.SD15)
+    return isinstance(getattr(model.model, "model_config", None), SD15)
 
 
 def describe_model(model) -> str:
@@ -119,24 +133,29 @@ def is_flow(model_sampling) -> bool:
 
 def describe_sampling(model_sampling) -> str:
     """What a MODEL's sampling object is, in the words a user can act on."""
-    if isinstance(model_sampling, comfy.model_sampling.ModelSamplingFlux):
+    if isinstance(model_sampling, ModelSamplingFlux):
         return ("ComfyUI's ModelSamplingFlux patch, whose shift is μ (the SD3-form shift is exp(μ)), so a grid built "
                 "from it would be silently wrong")
-    if isinstance(model_sampling, comfy.model_sampling.CONST):
+    if isinstance(model_sampling, CONST):
         return (f"a flow patch that is not the pack's ({type(model_sampling).__name__}, e.g. ModelSamplingSD3/"
                 "AuraFlow), whose shift the pack cannot vouch for")
     return "no flow patch: it is still sampled as EPS/v-prediction, which gives wrong images"
 
 
-def install_flow(model, shift: float, variant_name: str):
+def carry_noise_scale(previous, sampling) -> None:
+    """Keep the previous patch's ``noise_scale`` (ComfyUI 0.28: ModelNoiseScale sets it; stock ModelSamplingSD3
+    carries it over the same way). ComfyUI versions without noise scales have neither attribute."""
+    if hasattr(previous, "noise_scale") and hasattr(sampling, "set_noise_scale"):
+        sampling.set_noise_scale(previous.noise_scale)
+
+
+def install_flow(model, shift: float, variant: Variant):
     """MODEL → new MODEL sampled as rectified flow with ``shift`` and the variant's timestep multiplier and output
-    sign; replaces any earlier sampling patch."""
-    variant = get_variant(variant_name)
+    sign; replaces any earlier sampling patch, keeping its noise scale."""
     m = model.clone()
-    sampling = LuneFlowSampling(model.model.model_config)
-    sampling.set_parameters(shift=float(shift), multiplier=variant.timestep_multiplier,
-                            output_sign=variant.output_sign)
-    sampling.lune_variant = variant_name
+    sampling = flow_sampling_class(variant)(model.model.model_config)
+    sampling.set_parameters(shift=float(shift))
+    carry_noise_scale(current_sampling(model), sampling)
     m.add_object_patch("model_sampling", sampling)
     return m
 
@@ -152,7 +171,7 @@ def install_sol(model, label_shift: float = 0.0):
 
 def install_variant(model, variant: Variant, shift: float):
     if variant.prediction == FLOW:
-        return install_flow(model, shift, variant.name)
+        return install_flow(model, shift, variant)
     if variant.prediction == V_DISCRETE:
         return install_sol(model, variant.default_shift)
     raise ValueError(f"unknown prediction type {variant.prediction!r}")

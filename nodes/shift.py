@@ -4,7 +4,7 @@ from __future__ import annotations
 import logging
 
 from ..lune.errors import UnsupportedModelError
-from ..lune.variants import TRAINED_SHIFT_RANGE, UNNAMED, check_flow_shift
+from ..lune.variants import TRAINED_SHIFT_RANGE, UNNAMED, check_flow_shift, get_variant
 from .loader import SHIFT_LIMITS
 from .sampling_patches import SolSampling, current_sampling, install_flow, lune_variant_of, require_sd15
 
@@ -41,4 +41,4 @@ class LuneShift:
             log.info("Lune Flow Shift: the MODEL carries no Lune variant (stock loader); sampling it as rectified "
                      "flow, and Lune Latent Multiply's 'variant default' will leave its latents unchanged. Load it "
                      "with Load Lune Model to name the variant (lune needs the latent multiplier).")
-        return (install_flow(model, shift, variant),)
+        return (install_flow(model, shift, get_variant(variant)),)
