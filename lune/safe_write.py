@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import shutil
 import struct
@@ -165,6 +166,7 @@ class SafetensorsStreamWriter:
         self.dst, self.specs, self.metadata, self.advice = dst, dict(specs), dict(metadata), advice
         self.order = aligned_order(self.specs)
         self._next = 0
+        self._remaining: int | None = None
         self._context = None
         self._file: BinaryIO | None = None
 
@@ -175,13 +177,28 @@ class SafetensorsStreamWriter:
         return self
 
     def write(self, key: str, tensor: torch.Tensor) -> None:
-        expected = self.order[self._next] if self._next < len(self.order) else None
+        """The whole tensor ``key`` (the next one in ``order``), with its declared dtype and shape."""
         spec = self.specs.get(key)
-        if key != expected or spec is None or tensor.dtype != spec[0] or tuple(tensor.shape) != tuple(spec[1]):
-            raise RuntimeError(f"writer expected {expected!r} {spec}, got {key!r} {tensor.dtype} "
-                               f"{tuple(tensor.shape)}")
-        self._file.write(tensor_bytes(tensor))
-        self._next += 1
+        if spec is None or tensor.dtype != spec[0] or tuple(tensor.shape) != tuple(spec[1]):
+            raise RuntimeError(f"writer expected {key!r} {spec}, got {tensor.dtype} {tuple(tensor.shape)}")
+        self.write_part(key, tensor)
+
+    def write_part(self, key: str, tensor: torch.Tensor) -> None:
+        """The next elements of tensor ``key`` in flattened order (a tensor may be written in several parts)."""
+        expected = self.order[self._next] if self._next < len(self.order) else None
+        if key != expected or tensor.dtype != self.specs[key][0]:
+            raise RuntimeError(f"writer expected {expected!r}, got {key!r} {tensor.dtype}")
+        if self._remaining is None:
+            dtype, shape = self.specs[key]
+            self._remaining = element_size(dtype) * math.prod(shape)
+        data = tensor_bytes(tensor)
+        if data.nbytes > self._remaining:
+            raise RuntimeError(f"writer: {key!r} got {data.nbytes} bytes, {self._remaining} left")
+        self._file.write(data)
+        self._remaining -= data.nbytes
+        if self._remaining == 0:
+            self._next += 1
+            self._remaining = None
 
     def __exit__(self, exc_type, exc, tb) -> bool:
         if exc_type is None and self._next != len(self.order):

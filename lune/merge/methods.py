@@ -4,8 +4,6 @@ Notation, per state-dict key: base θ₀, models θᵢ (i = 1..N), task vectors 
 Every method yields a merged task vector τₘ and the result θ = θ₀ + λ·τₘ (λ = ``strength``), cast back to the
 base tensor's dtype.
 
-Steps:
-
 * Transforms. DARE, Yu et al. 2023 "Language Models are Super Mario" (arXiv 2311.03099): τ̃ᵢ = mᵢ ⊙ τᵢ / (1 − p)
   with mᵢ ~ Bernoulli(1 − p) elementwise. **DROP** (6DammK9, AstolfoMix-XL, nai-anime-pure-negative-prompt
   ch05): the same mask without the rescale, τ̃ᵢ = mᵢ ⊙ τᵢ. TIES trim, Yadav et al. 2023 "TIES-Merging" (arXiv
@@ -13,23 +11,30 @@ Steps:
   k = ⌈density·numel⌉ (equal magnitudes at the threshold are all kept), the rest set to 0.
 * Sign votes: magnitude γ = sgn(Σᵢ τ̂ᵢ) (TIES), or sign count γ = sgn(Σᵢ sgn τ̂ᵢ) ("TIES-SOUP", k = 1, as in
   the AstolfoMix-XL recipe). Filter: fᵢ = τ̂ᵢ·[sgn τ̂ᵢ = γ]; where γ = 0 every fᵢ = 0.
-* Aggregates: mean τₘ = (1/N) Σ xᵢ (task arithmetic, Ilharco et al. 2023: the pack uses uniform weights 1/N,
-  so ``task_arithmetic`` is θ₀ + λ·mean τᵢ, not θ₀ + λ·Σ τᵢ); disjoint mean τₘ = Σ fᵢ / #{i : fᵢ ≠ 0} (0 where
-  that count is 0; fᵢ ≠ 0 exactly where sgn τ̂ᵢ = γ ≠ 0); geometric median by Weiszfeld's algorithm as in
-  Pillutla et al. "Robust Aggregation for Federated Learning" (arXiv 1912.13445), with whole-tensor Frobenius
-  norms (one scalar per model per key):
+* Aggregates: mean τₘ = (1/N) Σ xᵢ (task arithmetic, Ilharco et al. 2023, with uniform weights 1/N: the pack's
+  ``task_arithmetic`` is θ₀ + λ·mean τᵢ, not θ₀ + λ·Σ τᵢ); disjoint mean τₘ = Σ fᵢ / #{i : fᵢ ≠ 0} (0 where that
+  count is 0; fᵢ ≠ 0 exactly where sgn τ̂ᵢ = γ ≠ 0); geometric median by Weiszfeld's algorithm as in Pillutla et
+  al. "Robust Aggregation for Federated Learning" (arXiv 1912.13445), with whole-tensor Frobenius norms:
       m⁰ = mean(xᵢ);  for t = 0 … T−1:  dᵢ = ‖xᵢ − mᵗ‖_F;  βᵢ = 1 / max(dᵢ, eps);  mᵗ⁺¹ = Σ βᵢxᵢ / Σ βᵢ
-  eps = 1e-6, T = ``max_iterations``. Stopping rules: ``precision`` (default) stops after the first iteration
-  that changes no element of θ₀ + λ·m once cast to the output dtype (the median has stopped moving at the
-  precision the file stores); ``reference`` is the released TGMD run's rule: objᵗ = Σ dᵢ, stop when t > 0
-  and |objᵗ⁻¹ − objᵗ| ≤ ftol·objᵗ with ftol = 1e-20 — below float64 resolution, so in practice exactly T
-  iterations.
+  eps = 1e-6, T = ``max_iterations``. Every mᵗ is a weighted mean Σ wᵢxᵢ, so the iterations run on the N
+  weights alone: with the Gram matrix Gᵢⱼ = ⟨xᵢ, xⱼ⟩ (one pass over the data),
+  dᵢ² = Gᵢᵢ − 2(Gw)ᵢ + wᵀGw, and only the final m = Σ wᵢxᵢ is formed — an iteration costs O(N²), not O(N·numel).
+  Stopping rules: ``precision`` (default) stops once the distance left to the limit, estimated from the
+  linear convergence of the weights as |λ|·‖Δwᵗ‖₁/(1 − r), r = ‖Δwᵗ‖₁/‖Δwᵗ⁻¹‖₁, is below every element's half
+  output spacing divided by maxᵢ|xᵢₑ| (so no element of θ₀ + λ·m is expected to move by half a step of the
+  output dtype any more; the spacing is taken at the smallest |θ| the element can reach,
+  max(|θ₀ₑ| − |λ|·maxᵢ|xᵢₑ|, 0)); ``reference`` is the released TGMD run's rule: objᵗ = Σ dᵢ, stop when t > 0 and
+  |objᵗ⁻¹ − objᵗ| ≤ ftol·objᵗ with ftol = 1e-20 — below float64 resolution, so in practice exactly T iterations.
 
 Adding a method is adding one ``Method`` record to ``METHODS``: validation, the recipe, the node's combo and
-tooltip and the docs table read it; ``merge_models`` dispatches through it.
+tooltip and the docs table read it; ``merge_models`` dispatches through it. Every part works on a chunk of the
+flattened key (an N × length float64 stack) so that a key too large for the memory budget is processed in
+pieces; an aggregate that needs the whole tensor (the Gram matrix) accumulates over the chunks first.
 
-Dropout masks come from a ``torch.Generator`` seeded with a hash of (seed, model index, key), so they are the
-same in every pass and whatever order keys are merged in; the model index is its position in the list.
+Dropout masks: element e of model i is kept when u ≥ p, u ~ U[0, 1) (float32) drawn by a ``torch.Generator``
+seeded with SHA-256 of (seed, model index, key, e // 2²⁰) — one generator per block of 2²⁰ elements, so any
+chunk's mask is regenerated exactly, in every pass and whatever order keys are merged in; the model index is
+its position in the list.
 
 Why float64: the sums run over up to a hundred models of fp16/bf16 deltas whose magnitude is ~1e-3 of the
 weights; float64 keeps the accumulated rounding (~N·2⁻⁵³) far below the final cast to the base dtype, and it
@@ -40,7 +45,7 @@ from __future__ import annotations
 import hashlib
 import math
 from dataclasses import dataclass, field, fields
-from typing import Callable, Protocol
+from typing import Callable
 
 import torch
 
@@ -48,7 +53,7 @@ ACCUMULATION_DTYPE = torch.float64
 WEISZFELD_EPS = 1e-6
 WEISZFELD_FTOL = 1e-20
 STOP_RULES = ("precision", "reference")
-NO_SIGN = 2  # elected sign where the vote ties (γ = 0)
+MASK_BLOCK = 1 << 20
 
 
 # --------------------------------------------------------------------------------------------- parameters
@@ -91,51 +96,62 @@ PARAMETER_CHECKS: dict[str, Callable[[object], str | None]] = {
 assert set(PARAMETER_CHECKS) == {f.name for f in fields(MergeParams)} - {"method"}
 
 
-# ------------------------------------------------------------------------------------------ term providers
-
-class Terms(Protocol):
-    """The N per-model terms xᵢ of one key (float64, read-only) and the few reductions the aggregates need.
-
-    ``merge_models`` gives either resident terms (every xᵢ computed once, held in one N × numel stack) or
-    streamed terms (each xᵢ recomputed from the files in every pass, memory O(one tensor)); both implement this."""
-
-    count: int
-    shape: torch.Size
-
-    def term(self, i: int) -> torch.Tensor: ...
-
-    def total(self) -> torch.Tensor: ...                       # Σ xᵢ (new tensor)
-
-    def weighted_total(self, weights: list[float]) -> torch.Tensor: ...  # Σ wᵢ xᵢ (new tensor)
-
-    def distances(self, point: torch.Tensor) -> list[float]: ...        # ‖xᵢ − point‖_F
-
-    def filter(self, gamma: torch.Tensor) -> None: ...         # xᵢ ← xᵢ·[sgn xᵢ = γ] from now on
-
-
 @dataclass
 class KeyContext:
-    """What a method needs besides the terms: the key, θ₀ (float64), λ, the output dtype and the parameters."""
+    """One key being merged: its name, size, output dtype, the parameters, and what passes leave for later ones."""
     key: str
-    base: torch.Tensor
+    numel: int
+    count: int
     out_dtype: torch.dtype
     params: MergeParams
+    cache: dict = field(default_factory=dict)
     iterations: list[int] = field(default_factory=list)  # Weiszfeld iterations run (for the log)
-    cache: dict = field(default_factory=dict)  # per-model values a transform computes once (TIES thresholds)
 
 
 # -------------------------------------------------------------------------------------------- transforms
 
-def mask_seed(seed: int, model_index: int, key: str) -> int:
-    """63-bit generator seed from (seed, model index, key): SHA-256, so it is the same in every process."""
-    digest = hashlib.sha256(f"lune-merge:{seed}:{model_index}:{key}".encode()).digest()
+def mask_seed(seed: int, model_index: int, key: str, block: int = 0) -> int:
+    """63-bit generator seed from (seed, model index, key, block): SHA-256, the same in every process."""
+    digest = hashlib.sha256(f"lune-merge:{seed}:{model_index}:{key}:{block}".encode()).digest()
     return int.from_bytes(digest[:8], "little") & (2**63 - 1)
 
 
-def keep_mask(seed: int, model_index: int, key: str, shape: torch.Size, drop_rate: float) -> torch.Tensor:
-    """Bernoulli(1 − drop_rate) keep mask: u ~ U[0, 1) (float32, from the seeded generator), keep where u ≥ p."""
-    generator = torch.Generator().manual_seed(mask_seed(seed, model_index, key))
-    return torch.rand(shape, generator=generator, dtype=torch.float32) >= drop_rate
+def keep_mask_range(seed: int, model_index: int, key: str, start: int, stop: int, drop_rate: float) -> torch.Tensor:
+    """Keep mask of the flattened elements [start, stop) (``start`` a multiple of ``MASK_BLOCK``)."""
+    parts = []
+    for block_start in range(start, stop, MASK_BLOCK):
+        length = min(MASK_BLOCK, stop - block_start)
+        generator = torch.Generator().manual_seed(mask_seed(seed, model_index, key, block_start // MASK_BLOCK))
+        parts.append(torch.rand(length, generator=generator, dtype=torch.float32) >= drop_rate)
+    return parts[0] if len(parts) == 1 else torch.cat(parts)
+
+
+def keep_mask(seed: int, model_index: int, key: str, shape, drop_rate: float) -> torch.Tensor:
+    """The whole tensor's Bernoulli(1 − drop_rate) keep mask (module docstring)."""
+    numel = math.prod(shape)
+    if numel == 0:
+        return torch.ones(shape, dtype=torch.bool)
+    return keep_mask_range(seed, model_index, key, 0, numel, drop_rate).reshape(shape)
+
+
+@dataclass(frozen=True)
+class Transform:
+    """``apply(x, i, start, ctx)`` edits model i's chunk x (float64, elements [start, start + len)) in place;
+    ``prepare(tau, i, ctx)``, when given, first sees model i's whole flattened τᵢ once (e.g. a threshold)."""
+    apply: Callable[[torch.Tensor, int, int, KeyContext], None]
+    prepare: Callable[[torch.Tensor, int, KeyContext], None] | None = None
+
+
+def _drop(x: torch.Tensor, i: int, start: int, ctx: KeyContext) -> None:
+    p = ctx.params
+    if p.drop_rate > 0:
+        x.mul_(keep_mask_range(p.seed, i, ctx.key, start, start + x.numel(), p.drop_rate))
+
+
+def _dare(x: torch.Tensor, i: int, start: int, ctx: KeyContext) -> None:
+    _drop(x, i, start, ctx)
+    if ctx.params.drop_rate > 0:
+        x.div_(1.0 - ctx.params.drop_rate)
 
 
 def kth_largest_magnitude(tau: torch.Tensor, density: float) -> float:
@@ -145,100 +161,123 @@ def kth_largest_magnitude(tau: torch.Tensor, density: float) -> float:
     return float(torch.kthvalue(flat, flat.numel() - k + 1).values)
 
 
-# A transform edits τᵢ (a float64 tensor the engine owns) in place: (τᵢ, i, context) → None.
-Transform = Callable[[torch.Tensor, int, KeyContext], None]
-
-
-def drop(tau: torch.Tensor, i: int, ctx: KeyContext) -> None:
-    p = ctx.params
-    if p.drop_rate > 0:
-        tau.masked_fill_(keep_mask(p.seed, i, ctx.key, tau.shape, p.drop_rate).logical_not_(), 0.0)
-
-
-def dare(tau: torch.Tensor, i: int, ctx: KeyContext) -> None:
-    drop(tau, i, ctx)
-    if ctx.params.drop_rate > 0:
-        tau.div_(1.0 - ctx.params.drop_rate)
-
-
-def trim(tau: torch.Tensor, i: int, ctx: KeyContext) -> None:
+def _trim_prepare(tau: torch.Tensor, i: int, ctx: KeyContext) -> None:
     if ctx.params.density < 1.0:
-        if ("trim", i) not in ctx.cache:
-            ctx.cache["trim", i] = kth_largest_magnitude(tau, ctx.params.density)
-        tau.masked_fill_(tau.abs() < ctx.cache["trim", i], 0.0)
+        ctx.cache["trim", i] = kth_largest_magnitude(tau, ctx.params.density)
+
+
+def _trim(x: torch.Tensor, i: int, start: int, ctx: KeyContext) -> None:
+    if ctx.params.density < 1.0:
+        x.masked_fill_(x.abs() < ctx.cache["trim", i], 0.0)
+
+
+drop = Transform(_drop)
+dare = Transform(_dare)
+trim = Transform(_trim, _trim_prepare)
 
 
 # ------------------------------------------------------------------------------------------------- votes
+# A vote maps the N × len stack to γ as float64 in {−1, 0, +1}; the filter then keeps xᵢ where sgn xᵢ = γ.
 
-Vote = Callable[[Terms], torch.Tensor]
-
-
-def _elected(total: torch.Tensor) -> torch.Tensor:
-    """γ as int8 with γ = 0 stored as ``NO_SIGN`` (2), which no sgn xᵢ equals."""
-    return torch.sign(total).to(torch.int8).masked_fill_(total == 0, NO_SIGN)
+Vote = Callable[[torch.Tensor], torch.Tensor]
 
 
-def magnitude_vote(terms: Terms) -> torch.Tensor:
+def magnitude_vote(stack: torch.Tensor) -> torch.Tensor:
     """γ = sgn Σ τ̂ᵢ (float64 sum)."""
-    return _elected(terms.total())
+    return torch.sign(stack.sum(0))
 
 
-def sign_count_vote(terms: Terms) -> torch.Tensor:
-    """γ = sgn Σ sgn τ̂ᵢ (int32 count)."""
-    count = torch.zeros(terms.shape, dtype=torch.int32)
-    for i in range(terms.count):
-        count.add_(torch.sign(terms.term(i)).to(torch.int8))
-    return _elected(count)
+def sign_count_vote(stack: torch.Tensor) -> torch.Tensor:
+    """γ = sgn Σ sgn τ̂ᵢ, as sgn(#positive − #negative)."""
+    positive = (stack > 0).sum(0, dtype=torch.int32)
+    positive.sub_((stack < 0).sum(0, dtype=torch.int32))
+    return torch.sign(positive).to(ACCUMULATION_DTYPE)
+
+
+def apply_filter(stack: torch.Tensor, gamma: torch.Tensor) -> None:
+    """fᵢ = xᵢ·[sgn xᵢ = γ] in place, as γ·max(γ·xᵢ, 0) (γ ∈ {−1, 0, +1})."""
+    stack.mul_(gamma).clamp_(min=0).mul_(gamma)
 
 
 # -------------------------------------------------------------------------------------------- aggregates
 
-Aggregate = Callable[[Terms, KeyContext], torch.Tensor]
+@dataclass(frozen=True)
+class Aggregate:
+    """``combine(stack, ctx)`` → this chunk's τₘ. An aggregate over the whole tensor first gets every chunk in
+    ``accumulate(stack, base_chunk, ctx)`` and then ``solve(ctx)``; ``combine`` sees each chunk again."""
+    combine: Callable[[torch.Tensor, KeyContext], torch.Tensor]
+    accumulate: Callable[[torch.Tensor, torch.Tensor, KeyContext], None] | None = None
+    solve: Callable[[KeyContext], None] | None = None
 
 
-def mean(terms: Terms, ctx: KeyContext) -> torch.Tensor:
-    return terms.total().div_(terms.count)
+def _mean(stack: torch.Tensor, ctx: KeyContext) -> torch.Tensor:
+    return stack.sum(0).div_(stack.shape[0])
 
 
-def disjoint_mean(terms: Terms, ctx: KeyContext) -> torch.Tensor:
-    total = torch.zeros(terms.shape, dtype=ACCUMULATION_DTYPE)
-    agreeing = torch.zeros(terms.shape, dtype=torch.int32)
-    for i in range(terms.count):
-        x = terms.term(i)
-        total.add_(x)
-        agreeing.add_(x != 0)
-    return total.div_(agreeing.clamp_(min=1))
+def _disjoint_mean(stack: torch.Tensor, ctx: KeyContext) -> torch.Tensor:
+    agreeing = (stack != 0).sum(0, dtype=torch.int32).clamp_(min=1)
+    return stack.sum(0).div_(agreeing)
 
 
-def geometric_median(terms: Terms, ctx: KeyContext) -> torch.Tensor:
-    """Weiszfeld (module docstring), with the stopping rule ``ctx.params.stop``."""
-    p = ctx.params
-    median = terms.total().div_(terms.count)
-    previous_objective = None
-    previous_output = _as_output(median, ctx) if p.stop == "precision" else None
+def output_spacing(magnitude: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """Distance from |θ| to the next representable value of ``dtype`` (subnormal spacing below its tiny)."""
+    info = torch.finfo(dtype)
+    exponent = torch.frexp(magnitude.clamp(min=info.tiny)).exponent  # |θ| = f·2^e, f ∈ [0.5, 1)
+    return torch.ldexp(torch.full_like(magnitude, info.eps / 2), exponent)
+
+
+def _gram_accumulate(stack: torch.Tensor, base: torch.Tensor, ctx: KeyContext) -> None:
+    gram = stack @ stack.t()
+    ctx.cache["gram"] = gram if "gram" not in ctx.cache else ctx.cache["gram"].add_(gram)
+    if ctx.params.stop == "precision":
+        reach = stack.abs().amax(0).mul_(abs(ctx.params.strength))  # the most λ·mₑ can be, in size
+        low = (base.abs() - reach).clamp_(min=0)
+        tolerance = output_spacing(low, ctx.out_dtype).div_(2).div_(reach)  # x/0 = inf: element cannot move
+        ctx.cache["tolerance"] = min(ctx.cache.get("tolerance", math.inf), float(tolerance.min()))
+
+
+def weiszfeld_weights(gram: torch.Tensor, params: MergeParams, tolerance: float = 0.0) -> tuple[torch.Tensor, int]:
+    """(w, iterations): the geometric median Σ wᵢxᵢ from the Gram matrix (module docstring)."""
+    n = gram.shape[0]
+    w = torch.full((n,), 1.0 / n, dtype=ACCUMULATION_DTYPE)
+    diagonal = gram.diagonal()
+    previous = None
+    last_change = math.inf
     iterations = 0
-    for _ in range(p.max_iterations):
-        distances = terms.distances(median)
-        if p.stop == "reference":
-            objective = math.fsum(distances)
-            if previous_objective is not None and abs(previous_objective - objective) <= p.ftol * objective:
+    for _ in range(params.max_iterations):
+        gw = gram @ w
+        distances = (diagonal - 2 * gw + torch.dot(w, gw)).clamp_(min=0).sqrt_()
+        if params.stop == "reference":
+            objective = float(distances.sum())
+            if previous is not None and abs(previous - objective) <= params.ftol * objective:
                 break
-            previous_objective = objective
-        weights = [1.0 / max(d, p.eps) for d in distances]
-        total = math.fsum(weights)
-        median = terms.weighted_total([w / total for w in weights])
+            previous = objective
+        beta = 1.0 / distances.clamp(min=params.eps)
+        updated = beta / beta.sum()
         iterations += 1
-        if p.stop == "precision":
-            output = _as_output(median, ctx)
-            if torch.equal(output, previous_output):
-                break
-            previous_output = output
+        change = float((updated - w).abs().sum())
+        w = updated
+        rate = change / last_change if last_change > 0 else 0.0
+        last_change = change
+        # distance left to the limit of a linearly converging sequence: ≤ change·rate/(1 − rate)
+        if params.stop == "precision" and rate < 1 and abs(params.strength) * change / (1 - rate) <= tolerance:
+            break
+    return w, iterations
+
+
+def _gram_solve(ctx: KeyContext) -> None:
+    w, iterations = weiszfeld_weights(ctx.cache["gram"], ctx.params, ctx.cache.get("tolerance", 0.0))
+    ctx.cache["weights"] = w
     ctx.iterations.append(iterations)
-    return median
 
 
-def _as_output(delta: torch.Tensor, ctx: KeyContext) -> torch.Tensor:
-    return torch.add(ctx.base, delta, alpha=ctx.params.strength).to(ctx.out_dtype)
+def _weighted(stack: torch.Tensor, ctx: KeyContext) -> torch.Tensor:
+    return torch.mv(stack.t(), ctx.cache["weights"])
+
+
+mean = Aggregate(_mean)
+disjoint_mean = Aggregate(_disjoint_mean)
+geometric_median = Aggregate(_weighted, _gram_accumulate, _gram_solve)
 
 
 # ------------------------------------------------------------------------------------------------ methods
@@ -252,11 +291,6 @@ class Method:
     params: tuple[str, ...]
     formula: str
     summary: str
-
-    @property
-    def multi_pass(self) -> bool:
-        """Whether the method reads each τᵢ more than once (then holding them in memory saves re-reading)."""
-        return self.vote is not None or self.aggregate is not mean
 
 
 GEOMEDIAN_PARAMS = ("max_iterations", "stop", "eps", "ftol")
@@ -276,17 +310,11 @@ METHODS: dict[str, Method] = {
     "geometric_median": Method(None, None, geometric_median, GEOMEDIAN_PARAMS + ("strength",),
                                "θ₀ + λ·GeoMedian(τ₁…τ_N) (Weiszfeld)",
                                "geometric median of the task vectors (Weiszfeld, whole-tensor norms)"),
-    "tgmd": Method(drop, sign_count_vote, geometric_median, ("drop_rate", "seed") + GEOMEDIAN_PARAMS + ("strength",),
+    "tgmd": Method(drop, sign_count_vote, geometric_median,
+                   ("drop_rate", "seed") + GEOMEDIAN_PARAMS + ("strength",),
                    "τ̃ᵢ = mᵢ⊙τᵢ; γ = sgn Σ sgn τ̃ᵢ; θ₀ + λ·GeoMedian(τ̃ᵢ[sgn τ̃ᵢ = γ])",
                    "AstolfoMix-XL TGMD: DROP p, TIES-SOUP sign filter, geometric median"),
 }
-
-
-def merged_delta(method: Method, terms: Terms, ctx: KeyContext) -> torch.Tensor:
-    """τₘ for one key (the terms already carry the transform)."""
-    if method.vote is not None:
-        terms.filter(method.vote(terms))
-    return method.aggregate(terms, ctx)
 
 
 def tooltip() -> str:

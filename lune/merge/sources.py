@@ -106,15 +106,25 @@ class SafetensorsSource:
         self._lock = threading.Lock()
 
     def read(self, name: str) -> torch.Tensor:
+        """The whole tensor, a new one (never shared with another caller)."""
         info = self.info[name]
-        out = torch.empty(info.shape, dtype=info.dtype)
-        view = memoryview(out.reshape(-1).view(torch.uint8).numpy())
-        with self._lock:
-            self._file.seek(info.offset)
-            got = self._file.readinto(view)
-        if got != info.nbytes:
-            raise LuneFormatError(f"{self.path}: tensor {name!r} is cut short ({got} of {info.nbytes} bytes); the "
-                                  "file changed or is damaged. Download it again.")
+        return self.read_range(name, 0, info.numel).reshape(info.shape)
+
+    def read_range(self, name: str, start: int, stop: int) -> torch.Tensor:
+        """Elements [start, stop) of the flattened tensor, as a new 1-D tensor in the stored dtype."""
+        info = self.info[name]
+        out = torch.empty(stop - start, dtype=info.dtype)
+        size = element_size(info.dtype)
+        want = (stop - start) * size
+        got = 0
+        if want:
+            view = memoryview(out.view(torch.uint8).numpy())
+            with self._lock:
+                self._file.seek(info.offset + start * size)
+                got = self._file.readinto(view)
+        if got != want:
+            raise LuneFormatError(f"{self.path}: tensor {name!r} is cut short ({got} of {want} bytes); the file "
+                                  "changed or is damaged. Download it again.")
         return out
 
     def close(self) -> None:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -31,12 +32,11 @@ from typing import Callable, Mapping, Sequence
 
 import torch
 
-from ..errors import LuneError, MissingComponentError, UnsupportedModelError
+from ..errors import LuneError, LuneFormatError, MissingComponentError, UnsupportedModelError
 from ..safe_write import SafetensorsStreamWriter, element_size
-from .methods import ACCUMULATION_DTYPE, METHODS, KeyContext, MergeParams, merged_delta
+from .methods import ACCUMULATION_DTYPE, MASK_BLOCK, METHODS, KeyContext, MergeParams, Method, apply_filter
 from .recipe import RECIPE_METADATA_KEY, build_recipe, reusable
 from .sources import CLIP_VAE_PREFIXES, SafetensorsSource, TemporaryCopies, open_source
-from .terms import ResidentTerms, StreamedTerms, check_finite
 
 log = logging.getLogger("lune")
 
@@ -133,10 +133,15 @@ def plan_keys(base: SafetensorsSource, models: Sequence[SafetensorsSource],
     return plan
 
 
-def resident_bytes(numel: int, count: int, stored: torch.dtype) -> int:
-    """Memory a resident key needs: the float64 stack, θ₀, median/accumulator/scratch, and the stored tensors
-    of this key and of the next one (read ahead)."""
-    return (count + 4) * numel * element_size(ACCUMULATION_DTYPE) + 2 * (count + 1) * numel * element_size(stored)
+def chunk_length(numel: int, count: int, stored_size: int, budget: int) -> int:
+    """Elements per chunk so that a chunk's memory fits ``budget``: the float64 N × len stack, θ₀ and two result
+    rows, and the stored tensors of this chunk and of the next one (read ahead). Whole key when it fits; else a
+    multiple of the dropout-mask block."""
+    per_element = (count + 3) * 8 + 2 * (count + 1) * stored_size
+    length = max(1, budget // per_element)
+    if length >= numel:
+        return max(numel, 1)
+    return max(MASK_BLOCK, length // MASK_BLOCK * MASK_BLOCK)
 
 
 class _Eta:
@@ -213,68 +218,165 @@ def merge_models(base_path: str, model_paths: Sequence[str], output_path: str, p
     return output_path
 
 
+class _Reader:
+    """Reads the chunks in the order they are used, one task ahead on a second thread (I/O overlaps compute)."""
+
+    def __init__(self, tasks: list[tuple], read: Callable[[tuple], list[torch.Tensor]]) -> None:
+        self.tasks, self.read = tasks, read
+        self.pool = ThreadPoolExecutor(1)
+        self.index = 0
+        self.ahead: Future | None = self.pool.submit(read, tasks[0]) if tasks else None
+
+    def next(self, task: tuple) -> list[torch.Tensor]:
+        if self.index >= len(self.tasks) or self.tasks[self.index] != task:
+            raise RuntimeError(f"merge read order broken at {task}")
+        result = self.ahead.result()
+        self.index += 1
+        self.ahead = self.pool.submit(self.read, self.tasks[self.index]) if self.index < len(self.tasks) else None
+        return result
+
+    def close(self) -> None:
+        if self.ahead is not None:
+            self.ahead.cancel()
+        self.pool.shutdown(wait=True)
+
+
+class _Stack:
+    """One reusable float64 buffer for the N × len stacks (no page faults per key: it is touched once)."""
+
+    def __init__(self) -> None:
+        self.buffer = torch.empty(0, dtype=ACCUMULATION_DTYPE)
+
+    def view(self, rows: int, length: int) -> torch.Tensor:
+        if self.buffer.numel() < rows * length:
+            self.buffer = torch.empty(rows * length, dtype=ACCUMULATION_DTYPE)
+        return self.buffer[: rows * length].view(rows, length)
+
+
 def _run(plan: Plan, base: SafetensorsSource, models: list[SafetensorsSource], donor: SafetensorsSource | None,
-         output_path: str, params: MergeParams, method, meta: dict, budget: int, progress: Progress | None) -> None:
+         output_path: str, params: MergeParams, method: Method, meta: dict, budget: int,
+         progress: Progress | None) -> None:
     count = len(models)
     names = [m.name for m in models]
-    resident = {k for k in plan.merged
-                if resident_bytes(base.info[k].numel, count, max((m.info[k].dtype for m in models),
-                                                                  key=element_size)) <= budget}
-    streamed = len(plan.merged) - len(resident)
+    stored = {k: max(element_size(m.info[k].dtype) for m in (base, *models)) for k in plan.merged}
+    chunks: dict[str, list[tuple[int, int]]] = {}
+    for key in plan.merged:
+        numel = base.info[key].numel
+        length = chunk_length(numel, count, stored[key], budget)
+        chunks[key] = [(a, min(a + length, numel)) for a in range(0, max(numel, 1), length)]
+    whole = method.aggregate.accumulate is None
+    split = [k for k in plan.merged if len(chunks[k]) > 1]
     for note in plan.notes:
         log.info("merge: %s", note)
-    log.info("merge: %s of %d models onto %s: %d keys merged (%d held in memory, %d streamed; memory budget "
-             "%.1f GiB) → %s", params.method, count, base.name, len(plan.merged), len(resident), streamed,
-             budget / 2**30, output_path)
+    log.info("merge: %s of %d models onto %s: %d keys merged, %d of them in chunks (memory budget %.1f GiB) → %s",
+             params.method, count, base.name, len(plan.merged), len(split), budget / 2**30, output_path)
 
-    def work(key: str) -> int:
-        numel = _numel(plan.specs[key][1])
-        return (count + 1) * numel if plan.origin[key] == MERGE else numel
-
-    def read_all(key: str) -> list[torch.Tensor]:
-        return [base.read(key)] + [m.read(key) for m in models]
-
-    iterations: list[int] = []
-    with SafetensorsStreamWriter(output_path, plan.specs, meta) as writer, ThreadPoolExecutor(1) as pool:
-        eta = _Eta(sum(work(k) for k in writer.order), progress)
-        ahead: tuple[str, Future] | None = None
-        for index, key in enumerate(writer.order):
-            origin = plan.origin[key]
-            if origin == MERGE and key in resident:
-                if ahead is not None and ahead[0] == key:
-                    raws = ahead[1].result()
-                else:
-                    raws = read_all(key)
-                ahead = None
-                following = writer.order[index + 1] if index + 1 < len(writer.order) else None
-                if following in resident:
-                    ahead = (following, pool.submit(read_all, following))
-                theta0 = raws[0]
-                check_finite(theta0, base.name, key)
-                ctx = KeyContext(key, theta0.to(ACCUMULATION_DTYPE), theta0.dtype, params)
-                terms = ResidentTerms(raws[1:], names, ctx, method)
-                del raws
-            elif origin == MERGE:
-                theta0 = base.read(key)
-                check_finite(theta0, base.name, key)
-                ctx = KeyContext(key, theta0.to(ACCUMULATION_DTYPE), theta0.dtype, params)
-                terms = StreamedTerms(lambda i, k=key: models[i].read(k), names, ctx, method)
-            else:
-                source = donor if origin == DONOR else base
-                tensor = source.read(key)
-                check_finite(tensor, source.name, key)
-                writer.write(key, tensor)
-                eta.advance(work(key), key)
+    with SafetensorsStreamWriter(output_path, plan.specs, meta) as writer:
+        tasks: list[tuple] = []
+        for key in writer.order:
+            if plan.origin[key] != MERGE:
+                tasks.append(("copy", key))
                 continue
-            delta = merged_delta(method, terms, ctx)
-            del terms
-            writer.write(key, torch.add(ctx.base, delta, alpha=params.strength).to(ctx.out_dtype))
-            iterations += ctx.iterations
-            del delta, ctx, theta0
-            eta.advance(work(key), key)
+            passes = 1 if whole or len(chunks[key]) == 1 else 2
+            tasks += [("merge", key, a, b) for _ in range(passes) for a, b in chunks[key]]
+
+        def read(task: tuple) -> list[torch.Tensor]:
+            if task[0] == "copy":
+                source = donor if plan.origin[task[1]] == DONOR else base
+                return [source.read(task[1])]
+            _, key, a, b = task
+            return [base.read_range(key, a, b)] + [m.read_range(key, a, b) for m in models]
+
+        work = {t: (count + 1) * (t[3] - t[2]) if t[0] == "merge" else _numel(plan.specs[t[1]][1]) for t in tasks}
+        eta = _Eta(sum(work[t] for t in tasks), progress)
+        reader = _Reader(tasks, read)
+        stack = _Stack()
+        iterations: list[int] = []
+        try:
+            for key in writer.order:
+                if plan.origin[key] != MERGE:
+                    tensor = reader.next(("copy", key))[0]
+                    source = donor if plan.origin[key] == DONOR else base
+                    check_finite(tensor, source.name, key)
+                    writer.write(key, tensor)
+                    eta.advance(work[("copy", key)], key)
+                    continue
+                ctx = KeyContext(key, base.info[key].numel, count, plan.specs[key][0], params)
+                _merge_key(ctx, method, chunks[key], reader, stack, writer, names, base, models, eta, work)
+                iterations += ctx.iterations
+        finally:
+            reader.close()
     if iterations:
         log.info("merge: Weiszfeld iterations per key: mean %.1f, max %d (stop rule %s, at most %d)",
                  sum(iterations) / len(iterations), max(iterations), params.stop, params.max_iterations)
+
+
+def check_finite(tensor: torch.Tensor, file: str, key: str) -> None:
+    """Refuse NaN/±inf (a sum is finite exactly when every element is, for float64 sums of finite values)."""
+    if not tensor.is_floating_point():
+        return
+    if not math.isfinite(float(tensor.sum(dtype=ACCUMULATION_DTYPE))) and not bool(torch.isfinite(tensor).all()):
+        bad = int((~torch.isfinite(tensor)).sum())
+        raise LuneFormatError(f"{file}: tensor {key!r} holds {bad} non-finite value(s) (NaN or ±inf); nothing was "
+                              "written. The file is damaged or was saved from a diverged training run: leave it out "
+                              "of the merge.")
+
+
+def _prepare(ctx: KeyContext, method: Method, models: list[SafetensorsSource], base: SafetensorsSource) -> None:
+    """The transform's whole-tensor step (TIES thresholds) for a key merged in chunks: one model at a time."""
+    theta0 = base.read(ctx.key).reshape(-1).to(ACCUMULATION_DTYPE)
+    for i, model in enumerate(models):
+        tau = model.read(ctx.key).reshape(-1).to(ACCUMULATION_DTYPE)
+        method.transform.prepare(tau.sub_(theta0), i, ctx)
+        del tau
+
+
+def _build(ctx: KeyContext, method: Method, raws: list[torch.Tensor], start: int, stack: _Stack,
+           names: list[str], base_name: str, prepare: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """(θ₀ chunk in float64, the N × len stack of transformed, filtered terms) for one chunk."""
+    theta0 = raws[0].to(ACCUMULATION_DTYPE)
+    check_finite(theta0, base_name, ctx.key)
+    rows = stack.view(ctx.count, theta0.numel())
+    for i, raw in enumerate(raws[1:]):
+        row = rows[i]
+        row.copy_(raw)  # a copy into our own buffer: the stored tensor is never altered
+        check_finite(row, names[i], ctx.key)
+        row.sub_(theta0)
+        if method.transform is not None:
+            if prepare and method.transform.prepare is not None:
+                method.transform.prepare(row, i, ctx)
+            method.transform.apply(row, i, start, ctx)
+    if method.vote is not None:
+        apply_filter(rows, method.vote(rows))
+    return theta0, rows
+
+
+def _merge_key(ctx: KeyContext, method: Method, chunks: list[tuple[int, int]], reader: _Reader, stack: _Stack,
+               writer: SafetensorsStreamWriter, names: list[str], base: SafetensorsSource,
+               models: list[SafetensorsSource], eta: _Eta, work: dict) -> None:
+    single = len(chunks) == 1
+    if not single and method.transform is not None and method.transform.prepare is not None:
+        _prepare(ctx, method, models, base)
+    aggregate = method.aggregate
+    kept = None
+    if aggregate.accumulate is not None:
+        for a, b in chunks:
+            theta0, rows = _build(ctx, method, reader.next(("merge", ctx.key, a, b)), a, stack, names, base.name,
+                                  single)
+            aggregate.accumulate(rows, theta0, ctx)
+            kept = (theta0, rows) if single else None
+            if not single:
+                eta.advance(work[("merge", ctx.key, a, b)], ctx.key)
+        aggregate.solve(ctx)
+    for a, b in chunks:
+        if kept is not None:
+            theta0, rows = kept
+        else:
+            theta0, rows = _build(ctx, method, reader.next(("merge", ctx.key, a, b)), a, stack, names, base.name,
+                                  single)
+        delta = aggregate.combine(rows, ctx)
+        writer.write_part(ctx.key, theta0.add_(delta, alpha=ctx.params.strength).to(ctx.out_dtype))
+        eta.advance(work[("merge", ctx.key, a, b)], ctx.key)
 
 
 def _numel(shape) -> int:
