@@ -84,7 +84,8 @@ def plan_keys(base: SafetensorsSource, models: Sequence[SafetensorsSource],
             raise UnsupportedModelError(
                 f"{model.name} does not match the base {base.name}: it has key {_examples(unknown)} that the base "
                 "lacks. Merge only models of the same architecture (e.g. all SD1.5), in single-file or UNet-only "
-                "layouts.")
+                "layouts (diffusers-named UNets are read through the node, which maps the names with ComfyUI's "
+                "own table).")
         for key in sorted(set(model.info) & set(base.info)):
             if model.info[key].shape != base.info[key].shape:
                 raise UnsupportedModelError(

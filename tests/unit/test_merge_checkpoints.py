@@ -53,9 +53,8 @@ def test_ema_buffers_and_position_ids_are_not_merged(folder, tmp_path, caplog):
     assert set(out) == set(plain) | set(merge_files.LDM_BUFFERS)
     same(out, plain, plain)  # weights as if the EMA and buffers were not there; position_ids from the base
     same(out, base, merge_files.LDM_BUFFERS)
-    messages = " ".join(r.getMessage() for r in caplog.records)
-    assert "ignored extra keys" not in messages or "ema1" not in messages.split("ignored extra keys")[1][:20]
-    assert "EMA tensors (model_ema.*) of the base are not written" in messages
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("EMA tensors (model_ema.*) of the base are not written" in m for m in messages)
 
 
 def test_extra_ema_keys_of_a_model_are_ignored_with_one_line(folder, tmp_path, caplog):
@@ -65,7 +64,7 @@ def test_extra_ema_keys_of_a_model_are_ignored_with_one_line(folder, tmp_path, c
     same(out, plain, plain)
     assert set(out) == set(plain)
     lines = [r.getMessage() for r in caplog.records if "ignored extra keys" in r.getMessage()]
-    assert len(lines) == 1 and "ema1.safetensors" in lines[0] and "model_ema." in lines[0]
+    assert len(lines) == 1 and "ema1.safetensors: 136 " in lines[0], lines  # 122 EMA + decay/updates + 12 buffers
 
 
 def test_diffusers_unet_only_onto_a_full_checkpoint(folder, tmp_path):
@@ -80,7 +79,7 @@ def test_diffusers_unet_only_onto_a_full_checkpoint(folder, tmp_path):
     unet_keys = [k for k in base if k.startswith(UNET)]
     same(out, full, unet_keys)  # the UNet is merged over all three …
     same(out, base, [k for k in base if not k.startswith(UNET)])  # … CLIP/VAE are not in every model: the base's
-    with pytest.raises(UnsupportedModelError, match="shares no weight"):  # without ComfyUI's name map
+    with pytest.raises(UnsupportedModelError, match="'conv_in.bias'.*diffusers-named UNets"):  # without the map
         merged(folder, tmp_path, "x", "single0.safetensors", ["unet_diffusers2.safetensors"])
 
 
