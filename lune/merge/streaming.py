@@ -72,7 +72,8 @@ def _examples(keys) -> str:
     return ", ".join(repr(k) for k in keys[:3]) + (f" and {len(keys) - 3} more" if len(keys) > 3 else "")
 
 
-def plan_keys(base: SafetensorsSource, models: Sequence[SafetensorsSource],
+def plan_keys(  # noqa: C901 — one refusal per way inputs can disagree
+base: SafetensorsSource, models: Sequence[SafetensorsSource],
               donor: SafetensorsSource | None) -> Plan:
     """Which key comes from where (module docstring, step 2); refusals name the file and the key."""
     plan = Plan()
@@ -129,8 +130,9 @@ def plan_keys(base: SafetensorsSource, models: Sequence[SafetensorsSource],
     if from_donor:
         plan.notes.append(f"{len(from_donor)} CLIP/VAE tensors from clip_vae_from {donor.name}")
     if not merged:
-        raise UnsupportedModelError(f"No weight is held by the base and every model ({', '.join(m.name for m in models)}"
-                                    "); nothing to merge. Merge models of one architecture.")
+        listed = ", ".join(m.name for m in models)
+        raise UnsupportedModelError(f"No weight is held by the base and every model ({listed}); nothing to merge. "
+                                    "Merge models of one architecture.")
     return plan
 
 

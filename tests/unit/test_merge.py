@@ -264,7 +264,8 @@ def test_refusals_name_the_problem_and_write_nothing(files, tmp_path):
     cases = [
         (good + [str(tmp_path / "shape.safetensors")], UnsupportedModelError, "'blocks.0.bias' has shape [12]"),
         (good + [str(tmp_path / "extra.safetensors")], UnsupportedModelError, "key 'extra'"),
-        (good + [str(tmp_path / "nan.safetensors")], LuneFormatError, "nan.safetensors: tensor 'blocks.0.weight' holds 1 non-finite"),
+        (good + [str(tmp_path / "nan.safetensors")], LuneFormatError,
+         "nan.safetensors: tensor 'blocks.0.weight' holds 1 non-finite"),
         (good + [str(tmp_path / "missing.safetensors")], LuneError, "does not exist"),
         (good + [str(tmp_path / "evil.pt")], UnsafeCheckpointError, "Nothing from the file was executed"),
     ]
