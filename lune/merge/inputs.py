@@ -63,15 +63,12 @@ def resolve_model_list(text: str, roots: Sequence[str], base_path: str) -> list[
 
 
 def output_path(name: str, folder: str) -> str:
-    """``folder/<name>.safetensors`` for a plain file name; refuses folders, '..' and an existing file."""
+    """``folder/<name>.safetensors`` for a plain file name; refuses folders and '..'."""
     stem = name.strip()
     if stem.endswith(OUTPUT_SUFFIX):
         stem = stem[: -len(OUTPUT_SUFFIX)]
     if not stem or "/" in stem or "\\" in stem or stem in (".", "..") or stem.startswith("."):
         raise LuneError(f"output_name {name!r} is not a plain file name. Use a name like 'my_merge' (written as "
                         "models/checkpoints/my_merge.safetensors).")
-    path = os.path.join(folder, stem + OUTPUT_SUFFIX)
-    if os.path.lexists(path):
-        raise LuneError(f"{path} already exists; nothing was overwritten. Choose another output_name (or delete "
-                        "the old merge yourself).")
-    return path
+    # an existing file is judged by the merge: reused when it holds the same recipe, refused otherwise
+    return os.path.join(folder, stem + OUTPUT_SUFFIX)

@@ -47,20 +47,22 @@ def test_unknown_variant_is_refused_before_writing(source):
 def test_file_appearing_during_conversion_is_not_overwritten(source, monkeypatch):
     """The destination shows up after every existence check (another conversion, a copy finishing): the old
     ``exists`` + ``os.replace`` replaced it; publishing with a hard link refuses instead."""
+    from lune import safe_write
+
     dst = convert.default_output_path(str(source))
-    real_exists = os.path.exists
-    real_save = __import__("safetensors.torch", fromlist=["save_file"]).save_file
+    real_lexists, real_write = os.path.lexists, safe_write.SafetensorsStreamWriter.write
 
-    def exists(path):
-        return False if os.fspath(path) == dst else real_exists(path)
+    def lexists(path):
+        return False if os.fspath(path) == dst else real_lexists(path)
 
-    def save_then_race(tensors, filename, metadata=None):
-        real_save(tensors, filename, metadata=metadata)
-        with open(dst, "wb") as f:
-            f.write(b"the user's own file")
+    def write_then_race(self, key, tensor):
+        real_write(self, key, tensor)
+        if not real_lexists(dst):
+            with open(dst, "wb") as f:
+                f.write(b"the user's own file")
 
-    monkeypatch.setattr(os.path, "exists", exists)
-    monkeypatch.setattr("safetensors.torch.save_file", save_then_race)
+    monkeypatch.setattr(os.path, "lexists", lexists)
+    monkeypatch.setattr(safe_write.SafetensorsStreamWriter, "write", write_then_race)
     with pytest.raises(LuneError, match="already exists; nothing was overwritten"):
         convert.convert_to_safetensors(str(source))
     with open(dst, "rb") as f:
@@ -69,6 +71,8 @@ def test_file_appearing_during_conversion_is_not_overwritten(source, monkeypatch
 
 
 def test_without_hard_links_an_exclusive_create_is_used(source, monkeypatch):
+    from lune import safe_write
+
     def no_links(src, dst):
         raise OSError(1, "Operation not permitted")
 
@@ -76,5 +80,5 @@ def test_without_hard_links_an_exclusive_create_is_used(source, monkeypatch):
     out = convert.convert_to_safetensors(str(source), variant="lune")
     assert _metadata(out)["lune.variant"] == "lune"
     with pytest.raises(LuneError, match="already exists"):
-        convert.publish_without_overwrite(out, out)
+        safe_write.publish(out, out)
     assert sorted(os.listdir(source.parent)) == sorted([source.name, os.path.basename(out)])

@@ -7,6 +7,7 @@ model at a time. Run with ``-s`` to see the measured errors.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 from pathlib import Path
@@ -16,8 +17,9 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from lune.errors import LuneError, UnsafeCheckpointError, UnsupportedModelError
+from lune.errors import LuneError, LuneFormatError, UnsafeCheckpointError, UnsupportedModelError
 from lune.merge import RECIPE_METADATA_KEY, MergeParams, keep_mask, merge_models
+from lune.merge.methods import MASK_BLOCK
 from lune.merge.__main__ import main as cli_main
 from testbed.fixtures.sd15_files import write_malicious_pt
 
@@ -122,14 +124,18 @@ EXACT_CASES = [
 ]
 
 
+HELD, STREAMED = 2.0, 1e-9  # memory budgets (GiB): every key held in memory / every key streamed pass by pass
+
+
+@pytest.mark.parametrize("budget", [HELD, STREAMED], ids=["held", "streamed"])
 @pytest.mark.parametrize("method,options", EXACT_CASES, ids=[f"{m}-{o}" for m, o in EXACT_CASES])
-def test_streaming_equals_naive_float64(files, tmp_path, method, options):
+def test_merge_equals_naive_float64(files, tmp_path, method, options, budget):
     base_path, paths, base, models = files
-    params = MergeParams(method=method, **options)
+    params = MergeParams(method=method, stop="reference", **options)
     out_path = tmp_path / "merged.safetensors"
     seen = []
     merge_models(str(base_path), [str(p) for p in paths], str(out_path), params,
-                 progress=lambda done, total, key: seen.append((done, total)))
+                 progress=lambda done, total, key: seen.append((done, total)), memory_budget_gib=budget)
     out = load_file(out_path)
     ref = naive_merge(base, models, method, density=params.density, strength=params.strength,
                       iterations=params.max_iterations)
@@ -142,7 +148,8 @@ def test_streaming_equals_naive_float64(files, tmp_path, method, options):
     assert any(not torch.equal(out[k], base[k]) for k in SHAPES)
     assert torch.equal(out["position_ids"], torch.arange(7).reshape(1, 7))
     assert torch.equal(out["only_in_base"], torch.ones(3, dtype=torch.float64))
-    assert seen[-1] == (len(SHAPES) + 2, len(SHAPES) + 2) and len(seen) == len(SHAPES) + 2
+    assert len(seen) == len(SHAPES) + 2 and seen[-1][0] == seen[-1][1]
+    assert [d for d, _ in seen] == sorted(d for d, _ in seen)
 
 
 def test_ties_density_trims_each_model_to_its_top_k(files, tmp_path):
@@ -229,8 +236,11 @@ def test_output_keeps_base_dtypes_and_records_the_recipe(tmp_path):
     assert torch.equal(out["clip.position_ids"], base["clip.position_ids"])
     with safe_open(out_path, framework="pt") as f:
         recipe = json.loads(f.metadata()[RECIPE_METADATA_KEY])
-    assert recipe == {"method": "ties_soup", "params": {"strength": 1.0}, "base": "base.safetensors",
-                      "models": ["m1.safetensors", "m2.pt"]}
+    assert recipe["method"] == "ties_soup" and recipe["params"] == {"strength": 1.0}
+    assert recipe["base"]["name"] == "base.safetensors"
+    assert [m["name"] for m in recipe["models"]] == ["m1.safetensors", "m2.pt"]
+    assert recipe["models"][1]["size"] == os.path.getsize(tmp_path / "m2.pt")
+    assert [f for f in os.listdir(tmp_path) if f.startswith(".")] == [], "temporary copy of the .pt left behind"
 
 
 # ------------------------------------------------------------------------------------------------- bad inputs
@@ -245,12 +255,17 @@ def test_refusals_name_the_problem_and_write_nothing(files, tmp_path):
     mismatched = dict(random_model(9, base=base), **{"blocks.0.bias": torch.zeros(12, dtype=torch.float64)})
     save_file(mismatched, tmp_path / "shape.safetensors")
     save_file(dict(random_model(9, base=base), extra=torch.zeros(2)), tmp_path / "extra.safetensors")
+    with_nan = random_model(9, base=base)
+    with_nan["blocks.0.weight"][2, 3] = float("nan")
+    save_file(with_nan, tmp_path / "nan.safetensors")
     write_malicious_pt(tmp_path / "evil.pt", tmp_path / "pwned")
     before = set(os.listdir(tmp_path))
     good = [str(p) for p in paths]
     cases = [
         (good + [str(tmp_path / "shape.safetensors")], UnsupportedModelError, "'blocks.0.bias' has shape [12]"),
         (good + [str(tmp_path / "extra.safetensors")], UnsupportedModelError, "key 'extra'"),
+        (good + [str(tmp_path / "nan.safetensors")], LuneFormatError,
+         "nan.safetensors: tensor 'blocks.0.weight' holds 1 non-finite"),
         (good + [str(tmp_path / "missing.safetensors")], LuneError, "does not exist"),
         (good + [str(tmp_path / "evil.pt")], UnsafeCheckpointError, "Nothing from the file was executed"),
     ]
@@ -261,7 +276,7 @@ def test_refusals_name_the_problem_and_write_nothing(files, tmp_path):
     assert not (tmp_path / "pwned").exists()
     # an existing output is never replaced
     out.write_bytes(b"user file")
-    with pytest.raises(LuneError, match="already exists"):
+    with pytest.raises(LuneError, match="already exists and is not a Lune merge"):
         merge_models(str(base_path), good, str(out), MergeParams(method="task_arithmetic"))
     assert out.read_bytes() == b"user file"
 
@@ -278,3 +293,112 @@ def test_cli_writes_the_same_file_as_the_library(files, tmp_path):
     assert all(torch.equal(load_file(cli)[k], load_file(lib)[k]) for k in load_file(lib))
     assert cli_main([str(base_path), str(tmp_path / "nothing*.pt"), "-o", str(tmp_path / "x.safetensors")]) == 2
     assert not (tmp_path / "x.safetensors").exists()
+
+
+# ------------------------------------------------------------------------------------ sources are never altered
+
+@pytest.mark.parametrize("method", ["geometric_median", "ties", "tgmd"])
+def test_float64_pt_gives_the_same_file_as_safetensors(files, tmp_path, method):
+    """A float64 .pt used to hand out its own tensors: ``.to(float64)`` is a no-op there, the in-place subtraction
+    then altered the source, and every later pass read θᵢ − θ₀ instead of θᵢ."""
+    base_path, paths, base, models = files
+    pt_paths = []
+    for i, m in enumerate(models):
+        pt_paths.append(tmp_path / f"model{i}.pt")
+        torch.save(m, pt_paths[-1])
+    params = MergeParams(method=method, density=0.5, max_iterations=3, stop="reference")
+    for budget in (HELD, STREAMED):
+        a, b = tmp_path / f"st{budget}.safetensors", tmp_path / f"pt{budget}.safetensors"
+        merge_models(str(base_path), [str(p) for p in paths], str(a), params, memory_budget_gib=budget)
+        merge_models(str(base_path), [str(p) for p in pt_paths], str(b), params, memory_budget_gib=budget)
+        st, pt = load_file(a), load_file(b)
+        worst = max(float((st[k].double() - pt[k].double()).abs().max()) for k in SHAPES)
+        assert worst == 0.0, f"{method}, budget {budget}: .pt and .safetensors differ by {worst}"
+
+
+@pytest.mark.parametrize("method,options", [("tgmd", {"drop_rate": 0.2, "seed": 3}), ("ties", {"density": 0.4}),
+                                            ("dare", {"drop_rate": 0.3}), ("geometric_median", {})])
+def test_keys_larger_than_the_budget_are_merged_in_chunks_with_the_same_result(tmp_path, method, options, caplog):
+    """A key of 3·2²⁰ + 5 elements under a 40 MB budget is merged in 4 chunks (two passes for the Gram matrix);
+    the file equals the one merged with the key whole in memory."""
+    g = torch.Generator().manual_seed(4)
+    base = {"big": torch.randn(3 * MASK_BLOCK + 5, generator=g, dtype=torch.float32).reshape(-1, 1),
+            "small": torch.randn(7)}
+    save_file(base, tmp_path / "base.safetensors")
+    paths = []
+    for i in range(3):
+        paths.append(str(tmp_path / f"m{i}.safetensors"))
+        save_file({k: v + 0.01 * torch.randn(v.shape, generator=g) for k, v in base.items()}, paths[-1])
+    params = MergeParams(method=method, max_iterations=20, **options)
+    caplog.set_level(logging.INFO, logger="lune")
+    outs = []
+    for budget in (HELD, 0.04):
+        out = tmp_path / f"b{budget}.safetensors"
+        merge_models(str(tmp_path / "base.safetensors"), paths, str(out), params, memory_budget_gib=budget)
+        outs.append(load_file(out))
+    assert any("2 keys merged, 1 of them in chunks" in r.getMessage() for r in caplog.records)
+    for key in base:
+        diff = (outs[0][key].double() - outs[1][key].double()).abs()
+        spacing = torch.finfo(torch.float32).eps * outs[0][key].double().abs()
+        assert bool((diff <= spacing).all()), f"{key}: {float(diff.max())}"
+
+
+# --------------------------------------------------------------------------------------------- stopping rules
+
+def test_precision_stop_ends_when_the_output_stops_changing(files, tmp_path, caplog):
+    """Default rule: the file equals, to one step of the output dtype, the limit of the iterations (a 300-iteration
+    stacked float64 Weiszfeld run that never stops early), in fewer iterations. The reference rule stops where
+    the objective is flat in float64 (second order at the minimum), before the median has converged."""
+    base_path, paths, base, models = files
+    half = tmp_path / "f32"
+    half.mkdir()
+    save_file({k: v.float() for k, v in load_file(base_path).items()}, half / "base.safetensors")
+    for i, p in enumerate(paths):
+        save_file({k: v.float() for k, v in load_file(p).items()}, half / f"m{i}.safetensors")
+    out = tmp_path / "short.safetensors"
+    caplog.set_level(logging.INFO, logger="lune")
+    merge_models(str(half / "base.safetensors"), [str(half / f"m{i}.safetensors") for i in range(len(paths))],
+                 str(out), MergeParams(method="geometric_median", max_iterations=300))
+    iterations = next(r.getMessage() for r in caplog.records if "Weiszfeld iterations per key" in r.getMessage())
+    print(iterations)
+    assert int(iterations.split("max ")[1].split(" ")[0]) < 300
+    got = load_file(out)
+    for key in SHAPES:
+        b = base[key].float().double()
+        tau = torch.stack([m[key].float().double() - b for m in models]).reshape(len(models), -1)
+        limit = (b + weiszfeld(tau, 300, ftol=-1.0).reshape(b.shape)).float()
+        spacing = torch.finfo(torch.float32).eps * limit.abs().clamp(min=torch.finfo(torch.float32).tiny)
+        ratio = float(((limit - got[key]).abs() / spacing).max())
+        print(key, f"largest difference from the limit: {ratio:.2f} spacings")
+        assert ratio <= 1.0, key
+
+
+# ------------------------------------------------------------------------------- one table entry adds a method
+
+def test_a_method_is_one_table_entry(files, tmp_path, monkeypatch):
+    """A method defined only by a new ``METHODS`` record merges (held and streamed), validates its parameters
+    and is recorded in the recipe — nothing else is edited."""
+    from lune.merge import methods
+
+    def largest_magnitude(stack, ctx):  # elementwise over the N × len chunk: the τᵢ of largest |τᵢ|
+        return stack.gather(0, stack.abs().argmax(0, keepdim=True))[0]
+
+    monkeypatch.setitem(methods.METHODS, "max_abs", methods.Method(
+        methods.drop, None, methods.Aggregate(largest_magnitude), ("drop_rate", "seed", "strength"),
+        "θ₀ + λ·argmax|τ̃ᵢ| τ̃ᵢ", "largest-magnitude delta"))
+    base_path, paths, base, models = files
+    for budget in (HELD, STREAMED):
+        out = tmp_path / f"max{budget}.safetensors"
+        merge_models(str(base_path), [str(p) for p in paths], str(out),
+                     MergeParams(method="max_abs", drop_rate=0.0, strength=0.5), memory_budget_gib=budget)
+        got = load_file(out)
+        for key in SHAPES:
+            tau = torch.stack([m[key] - base[key] for m in models])
+            pick = tau.abs().argmax(0, keepdim=True)
+            want = base[key] + 0.5 * tau.gather(0, pick)[0]
+            assert float((got[key] - want).abs().max()) <= RTOL * float(want.abs().max())
+        with safe_open(out, framework="pt") as f:
+            recipe = json.loads(f.metadata()[RECIPE_METADATA_KEY])
+        assert recipe["method"] == "max_abs" and recipe["params"] == {"drop_rate": 0.0, "seed": 0, "strength": 0.5}
+    with pytest.raises(ValueError, match="drop_rate must be in"):
+        MergeParams(method="max_abs", drop_rate=1.5).validate()
