@@ -26,8 +26,10 @@ from .lyra_t5xl import T5XL_NAME
 
 CLIP_FIX = "Connect the CLIP of an SDXL checkpoint (Load Checkpoint) to clip."
 T5_FIX = "Load flan-t5-xl with 'Load Lyra T5-XL (flan-t5-xl)' and connect it to t5."
-#: A layer index deeper than CLIP-G's 32 layers: ComfyUI then uses the final LayerNorm output ("last").
-FINAL_NORMED_LAYER = -1000
+#: ComfyUI's index of the last transformer block (CLIP Set Last Layer −1): its output without the final LayerNorm
+#: (SDXL's CLIP-L and CLIP-G are built with ``layer_norm_hidden_state=False``).
+LAST_BLOCK = -1
+CLIP_L_WIDTH = 768
 CLIP_LAYERS = ("auto", "stock SDXL (penultimate)", "last (final LayerNorm)")
 
 
@@ -63,11 +65,32 @@ def resolve_clip_layer(choice: str, trained_on: str) -> str:
 
 
 def clip_conditioning(clip, text: str, layer: str) -> list:
-    """SDXL conditioning ``[[cond [B, 77·k, 2048], {"pooled_output": [B, 1280], ...}], ...]`` at ``layer``."""
-    if layer == CLIP_LAST:
-        clip = clip.clone()
-        clip.clip_layer(FINAL_NORMED_LAYER)
-    return clip.encode_from_tokens_scheduled(clip.tokenize(text))
+    """SDXL conditioning ``[[cond [B, 77·k, 2048], {"pooled_output": [B, 1280], ...}], ...]`` at ``layer``.
+
+    ``last`` = the last block's output after each encoder's own final LayerNorm (Hugging Face ``last_hidden_state``,
+    what vae-lyra-sdxl-t5xl and vae-lyra-xl-adaptive-cantor were trained on): ComfyUI's last block (CLIP Set Last
+    Layer −1), then ``final_layer_norm`` of CLIP-L on the first 768 channels and of CLIP-G on the other 1280. (A
+    layer index beyond the last block, ComfyUI's own "final LayerNorm" switch, is reset to the penultimate layer by
+    the next ``set_clip_options`` call in ComfyUI 0.28, so the norm is applied here.) Prompt weights, which ComfyUI
+    applies to the block output, therefore act before the norm."""
+    if layer != CLIP_LAST:
+        return clip.encode_from_tokens_scheduled(clip.tokenize(text))
+    last = clip.clone()
+    last.clip_layer(LAST_BLOCK)
+    out = last.encode_from_tokens_scheduled(last.tokenize(text))
+    model = clip.cond_stage_model
+    norms = [(model.clip_l.transformer.text_model.final_layer_norm, slice(0, CLIP_L_WIDTH)),
+             (model.clip_g.transformer.text_model.final_layer_norm, slice(CLIP_L_WIDTH, None))]
+    normed = []
+    for cond, extra in out:
+        parts = []
+        for norm, channels in norms:
+            weight, bias = norm.weight.float(), norm.bias.float()
+            x = cond[..., channels].float()
+            parts.append(torch.nn.functional.layer_norm(x, x.shape[-1:], weight.to(x.device), bias.to(x.device),
+                                                        norm.eps).to(cond.dtype))
+        normed.append([torch.cat(parts, dim=-1), extra])
+    return normed
 
 
 def t5_ids(t5, text: str, length: int) -> list[int]:

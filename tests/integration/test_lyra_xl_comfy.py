@@ -205,4 +205,4 @@ def test_loaders_offer_a_download_entry_per_published_model(comfy):
                  "AbstractPhil/vae-lyra-xl-adaptive-cantor-illustrious"):
         assert f"[download] {repo}" in lyra_options
     t5_options = comfy.nodes.NODE_CLASS_MAPPINGS["LyraT5XLLoader"].INPUT_TYPES()["required"]["t5_name"][0]
-    assert "[download] QQGYLab/ELLA flan-t5-xl" in t5_options
+    assert "[download] QQGYLab/ELLA" in t5_options

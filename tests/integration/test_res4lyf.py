@@ -158,8 +158,14 @@ def check_calls(calls: list[dict], expected_grid: np.ndarray, name: str) -> None
     assert all(0 < s < expected_grid[0] for s in extras), f"{name}: σ outside the schedule: {extras}"
 
 
+def combo_options(spec: list) -> list:
+    """A combo input's options from /object_info: ``[[options…], {…}]`` (V1 nodes) or ``["COMBO", {"options":
+    [...]}]`` (the newer combo form, e.g. RES4LYF 1.1.0 on ComfyUI 0.28.2)."""
+    return spec[1]["options"] if spec[0] == "COMBO" else spec[0]
+
+
 def test_lune_flow_scheduler_is_offered_to_res4lyf(r4_server):
-    schedulers = r4_server.object_info["ClownsharKSampler_Beta"]["input"]["required"]["scheduler"][0]
+    schedulers = combo_options(r4_server.object_info["ClownsharKSampler_Beta"]["input"]["required"]["scheduler"])
     assert "lune_flow" in schedulers and "beta57" in schedulers
 
 
