@@ -29,12 +29,18 @@ def merge_inputs(comfy, comfy_base, tiny_models):
     return tiny_models["single_file"], names
 
 
+def merge_node(base_name: str, models: str, output_name: str, method: str = "ties_soup", max_iterations: int = 2,
+               **extra) -> dict:
+    return {"class_type": "LuneMergeModels", "inputs": {
+        "base_name": base_name, "models": models, "method": method, "density": 1.0, "drop_rate": 0.1,
+        "strength": 1.0, "dropout_seed": 0, "max_iterations": max_iterations, "stop": "precision",
+        "memory_budget_gib": 2.0, "output_name": output_name, **extra}}
+
+
 def merge_graph(base_name: str, models: str, output_name: str, method: str = "ties_soup",
-                max_iterations: int = 2) -> dict:
+                max_iterations: int = 2, **extra) -> dict:
     return {
-        "1": {"class_type": "LuneMergeModels", "inputs": {
-            "base_name": base_name, "models": models, "method": method, "density": 1.0, "drop_rate": 0.1,
-            "strength": 1.0, "seed": 0, "max_iterations": max_iterations, "output_name": output_name}},
+        "1": merge_node(base_name, models, output_name, method, max_iterations, **extra),
         "2": {"class_type": "LuneShift", "inputs": {"model": ["1", 0], "shift": 2.0}},
         "3": {"class_type": "CLIPTextEncode", "inputs": {"text": "a photo of a cat", "clip": ["1", 1]}},
         "4": {"class_type": "CLIPTextEncode", "inputs": {"text": "", "clip": ["1", 1]}},
@@ -60,7 +66,8 @@ def test_merge_then_sample_writes_the_library_result(comfy, comfy_base, merge_in
     out = checkpoints_dir(comfy_base) / "merged_soup.safetensors"
     with safe_open(out, framework="pt") as f:
         recipe = json.loads(f.metadata()[RECIPE_METADATA_KEY])
-    assert recipe["method"] == "ties_soup" and recipe["models"] == ["seed1.safetensors", "seed2.safetensors"]
+    assert recipe["method"] == "ties_soup"
+    assert [m["name"] for m in recipe["models"]] == ["seed1.safetensors", "seed2.safetensors"]
     folder = checkpoints_dir(comfy_base)
     reference = tmp_path / "library.safetensors"
     merge_models(str(folder / base_name), [str(folder / n) for n in names], str(reference),

@@ -65,7 +65,8 @@ def test_windows_reserved_names_are_refused(folder, line):
         resolve_model_list(line, [str(folder)], str(folder / "base.safetensors"))
 
 
-@pytest.mark.parametrize("name", ["nul", "CON.safetensors", "com3", "a:b", "x*", "trailing.", "name .safetensors", "a|b"])
+@pytest.mark.parametrize("name", ["nul", "CON.safetensors", "com3", "a:b", "x*", "trailing.", "name .safetensors",
+                                  "a|b"])
 def test_output_name_refuses_windows_names(folder, name):
     with pytest.raises(LuneError, match="not a plain file name"):
         output_path(name, str(folder))
