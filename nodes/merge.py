@@ -104,7 +104,6 @@ class LuneMergeModels:
             "output_name": ("STRING", {"default": "lune_merge", "tooltip":
                             "Written as models/checkpoints/<output_name>.safetensors. An existing file with the "
                             "same recipe is reused; one with another recipe is never overwritten."}),
-        }, "optional": {
             "clip_vae_from": ([FROM_BASE, *checkpoints], {"default": FROM_BASE, "tooltip":
                               "Where the output's CLIP and VAE come from: the base, or another SD1.5 checkpoint "
                               "(needed when the base is a UNet-only file)."}),
