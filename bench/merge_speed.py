@@ -29,7 +29,6 @@ whose ftol 1e-20 never triggers; sd-mecha's default ftol is the same rule). The 
 """
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import sys
@@ -75,6 +74,7 @@ def pack_params(method: str, default: bool = False):
 
 def mecha_recipe(method: str, base: str, models: list[str]):
     import sd_mecha
+    from sd_mecha.extensions.builtin.merge_methods.linear import add_difference  # θ₀ + α·δ, no wrapper logic
 
     theta0 = sd_mecha.model(base)
     thetas = [sd_mecha.model(p) for p in models]
@@ -86,7 +86,7 @@ def mecha_recipe(method: str, base: str, models: list[str]):
     else:
         merged = sd_mecha.ties_sum_with_dropout(*deltas, probability=DROP_RATE, rescale=False, k=1.0,
                                                 vote_sgn=False, apply_median=True, maxiter=ITERATIONS, seed=0)
-    return sd_mecha.add_difference(theta0, merged, alpha=1.0)
+    return add_difference(theta0, merged, alpha=1.0)
 
 
 def child(impl: str, method: str, count: int, out: str) -> None:
@@ -137,6 +137,19 @@ def run(impl: str, method: str, count: int, folder: str) -> tuple[dict, str]:
     return result, out
 
 
+def plan(counts: tuple[int, ...]) -> list[tuple]:
+    """Cases in order of importance (the table is republished after each, so a cut-short run still reports)."""
+    steps: list[tuple] = []
+    for count in counts:
+        for method in ("ties", "tgmd"):
+            steps.append(("pair", method, count))
+        if count == counts[0]:
+            steps.append(("default", "tgmd", 2))
+        steps.append(("pair", "geometric_median", count))
+    steps.append(("pack", "tgmd", BIG_COUNT))
+    return steps
+
+
 def main(argv: list[str]) -> int:
     try:
         import sd_mecha  # noqa: F401
@@ -147,58 +160,66 @@ def main(argv: list[str]) -> int:
         os.environ["LUNE_BENCH_MERGE_DISTINCT"] = str(max(counts))  # inherited by the children
     base, _ = fixture_paths(max(counts))  # built here, not measured
     folder = tempfile.mkdtemp(prefix="lune-bench-merge-speed-", dir=OUT_DIR)
-    rows, diffs = [], []
+    done: dict = {"pairs": [], "diffs": [], "big": None, "default": None}
     started = time.perf_counter()
     try:
-        for count in counts:
-            for method in METHODS:
+        for kind, method, count in plan(counts):
+            if kind == "pair":
                 ours, ours_out = run("pack", method, count, folder)
                 theirs, theirs_out = run("mecha", method, count, folder)
                 worst, scale = max_difference(ours_out, theirs_out, base)
                 os.unlink(ours_out)
                 os.unlink(theirs_out)
-                rows.append((method, count, ours, theirs))
-                diffs.append((method, count, worst, scale))
-        big, big_out = run("pack", "tgmd", BIG_COUNT, folder)
-        os.unlink(big_out)
-        default, default_out = run("default", "tgmd", 2, folder)
-        os.unlink(default_out)
+                done["pairs"].append((method, count, ours, theirs))
+                done["diffs"].append((method, count, worst, scale))
+            else:
+                result, out = run(kind, method, count, folder)
+                os.unlink(out)
+                done["big" if kind == "pack" else "default"] = result
+            report(done, base, time.perf_counter() - started)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
-    total = time.perf_counter() - started
+    return 0
+
+
+def report(done: dict, base: str, total: float) -> None:
     file_size = gib(os.path.getsize(base))
     above = lambda r: r["peak_rss"] - r["pre_merge_rss"]  # noqa: E731
     lines = [f"# Merge speed and memory: the pack beside sd-mecha 1.1.8 ({SIZE}-size SD1.5 single files, fp16, "
              f"{file_size} each)", "",
              f"Machine: {machine_line()}. Command: `flock /tmp/lune-heavy.lock python -m bench.merge_speed` "
-             f"(whole run {total / 60:.0f} min). Fresh process per merge; base = seed 0, models = seeds 1..N; "
-             f"float64 arithmetic, fp16 output; geometric medians run exactly {ITERATIONS} Weiszfeld iterations on "
-             f"both sides (pack: stop reference); tgmd drop rate {DROP_RATE}. sd-mecha runs with threads=2. "
-             "Targets: pack wall time ≤ 0.5× sd-mecha; pack peak RSS ≤ 3 GB above pre-merge.", "",
+             f"(cases run so far: {total / 60:.0f} min). Fresh process per merge; base = seed 0, models = seeds "
+             f"1..N; float64 arithmetic, fp16 output; geometric medians run exactly {ITERATIONS} Weiszfeld "
+             f"iterations on both sides (pack: stop reference); tgmd drop rate {DROP_RATE}. sd-mecha runs with "
+             "threads=2. Targets: pack wall time ≤ 0.5× sd-mecha; pack peak RSS ≤ 3 GB above pre-merge.", "",
              "| method | N | pack (s) | sd-mecha (s) | pack / sd-mecha | pack peak above pre-merge | "
              "sd-mecha peak above pre-merge | targets (time, memory) |",
              "|---|---|---|---|---|---|---|---|"]
-    for method, count, ours, theirs in rows:
+    for method, count, ours, theirs in done["pairs"]:
         ratio = ours["seconds"] / theirs["seconds"]
         lines.append(f"| {method} | {count} | {ours['seconds']:.0f} | {theirs['seconds']:.0f} | {ratio:.2f} | "
                      f"{gib(above(ours))} | {gib(above(theirs))} | {'met' if ratio <= 0.5 else 'MISSED'}, "
                      f"{'met' if above(ours) <= TARGET_BYTES else 'MISSED'} |")
-    lines += ["", f"Pack only, tgmd at N = {BIG_COUNT} (seeds listed again): {big['seconds']:.0f} s, peak RSS "
-              f"{gib(above(big))} above pre-merge ({'met' if above(big) <= TARGET_BYTES else 'MISSED'}).",
-              f"Default template merge (2 models, tgmd, drop 0.1, max_iterations 100, stop precision, budget "
-              f"2 GiB): {default['seconds']:.0f} s, peak {gib(above(default))} above pre-merge.", "",
-              "Max |pack − sd-mecha| over every float tensor of the outputs (fp16), beside the largest |merged "
-              "delta| of the pack's output:", "", "| method | N | max abs difference | max abs delta | note |",
-              "|---|---|---|---|---|"]
+    lines.append("")
+    default, big = done["default"], done["big"]
+    if default:
+        lines.append(f"Default template merge (2 models, tgmd, drop 0.1, max_iterations 100, stop precision, budget "
+                     f"2 GiB): {default['seconds']:.0f} s, peak {gib(above(default))} above pre-merge.")
+    if big:
+        lines.append(f"Pack only, tgmd at N = {BIG_COUNT} (the distinct files listed again): {big['seconds']:.0f} s, "
+                     f"peak RSS {gib(above(big))} above pre-merge "
+                     f"({'met' if above(big) <= TARGET_BYTES else 'MISSED'}).")
     notes = {"ties": "same recipe: differences are rounding (sd-mecha sums in a different order)",
              "geometric_median": "same recipe; sd-mecha's median of θᵢ vs the pack's θ₀ + median of τᵢ: rounding",
              "tgmd": "dropout masks from different RNGs (pack: SHA-256-seeded torch generator per 2²⁰-element "
                      "block; sd-mecha: torch.bernoulli with one generator per key): not comparable element-wise"}
-    for method, count, worst, scale in diffs:
+    lines += ["", "Max |pack − sd-mecha| over every float tensor of the outputs (fp16), beside the largest |merged "
+              "delta| of the pack's output:", "", "| method | N | max abs difference | max abs delta | note |",
+              "|---|---|---|---|---|"]
+    for method, count, worst, scale in done["diffs"]:
         lines.append(f"| {method} | {count} | {worst:.3g} | {scale:.3g} | {notes[method]} |")
     lines.append("")
-    print(json.dumps({"rows": len(rows)}))
-    return publish("merge_speed", "\n".join(lines))
+    publish("merge_speed", "\n".join(lines))
 
 
 if __name__ == "__main__":
