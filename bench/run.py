@@ -11,7 +11,7 @@ import sys
 from .common import PACK_DIR
 
 BENCHES = ("bench.startup", "bench.load", "bench.load_memory", "bench.pt_load", "bench.sampling", "bench.lyra_encode",
-           "bench.handoff", "bench.discrete_schedule", "bench.merge_memory")
+           "bench.handoff", "bench.discrete_schedule", "bench.merge_speed")
 
 
 def main() -> int:

@@ -161,6 +161,9 @@ state_dict_prefix_replace = _bind("state_dict_prefix_replace", "comfy.utils.stat
                                   why="split a donor checkpoint into its VAE tensors, as comfy.sd does")
 unet_to_diffusers = _bind("unet_to_diffusers", "comfy.utils.unet_to_diffusers",
                           why="ComfyUI's LDM ↔ diffusers UNet key map (merging files of both layouts)")
+unet_config_from_diffusers_unet = _bind(
+    "unet_config_from_diffusers_unet", "comfy.model_detection.unet_config_from_diffusers_unet",
+    why="recognise a diffusers-named UNet from its tensor names and shapes (the merge's key map)")
 
 # -- devices, memory and cancel (comfy.model_management) -----------------------------------------------------------
 load_models_gpu = _bind("load_models_gpu", "comfy.model_management.load_models_gpu",

@@ -454,18 +454,20 @@ NOTE_MERGE = """Lune Merge Models: many Lune/SD1.5 checkpoints -> one new checkp
    models/checkpoints; the base is skipped if matched), e.g. single-file Lune finetunes.
 2. method tgmd = the AstolfoMix-XL recipe: DROP p=0.1 (seeded), TIES-SOUP sign vote, geometric median,
    strength 1.0. ties (density < 1 trims), ties_soup, dare/drop, geometric_median, task_arithmetic too.
-3. Memory stays at a few copies of the largest tensor, however many models. Time grows with models x
-   passes: each Weiszfeld iteration re-reads every model (lower max_iterations for a faster merge).
-4. Writes models/checkpoints/<output_name>.safetensors (recipe in its metadata); an existing file is never
-   overwritten: change output_name for the next merge.
+3. Memory stays under memory_budget_gib (default 2 GiB) however many models: each model is read once per
+   tensor; geometric-median iterations run on an N x N Gram matrix (stop: precision ends them once the
+   output dtype cannot change any more). dropout_seed fixes the DROP masks.
+4. Writes models/checkpoints/<output_name>.safetensors (recipe in its metadata). Queued again with the
+   same recipe, that file is reused (no second merge); another recipe under the same name is refused
+   and the file kept: change output_name. clip_vae_from: CLIP/VAE from another checkpoint (UNet-only).
 5. Lune Flow Shift 2.0 makes the merged SD1.5 sample as rectified flow; euler + simple, 25 steps, CFG 7.5."""
 
 
 def lune_merge(models="lune_a.safetensors\nlune_b.safetensors", steps=25, cfg=7.5, size=512, seed=42) -> dict:
     g = UiGraph()
     _read_me(g, NOTE_MERGE, notes_zh.NOTE_MERGE_ZH)
-    merge = g.add("LuneMergeModels", [SD15_COMPANION.name, models, "tgmd", 1.0, 0.1, 1.0, 0, "fixed", 100,
-                                      "lune_merge"], pos=(20, 380), size=(420, 360),
+    merge = g.add("LuneMergeModels", [SD15_COMPANION.name, models, "tgmd", 1.0, 0.1, 1.0, 0, 100, "precision",
+                                      2.0, "lune_merge", "(from the base)"], pos=(20, 380), size=(420, 360),
                   outputs=[("MODEL", "MODEL"), ("CLIP", "CLIP"), ("VAE", "VAE")], color=LUNE_COLOR,
                   models=_sources(SD15_COMPANION))
     shift = g.add("LuneShift", [2.0], pos=(20, 770), size=(420, 90), inputs=[("model", "MODEL")],

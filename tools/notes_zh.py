@@ -124,10 +124,11 @@ NOTE_MERGE_ZH = """Lune 模型合并：把多个 Lune/SD1.5 检查点合并成�
    匹配到基础模型时会跳过），例如单文件的 Lune 微调模型。
 2. 方法 tgmd = AstolfoMix-XL 的配方：DROP p=0.1（由种子决定）、TIES-SOUP 符号投票、几何中位数，
    强度 1.0。也可选 ties（density < 1 时裁剪）、ties_soup、dare/drop、geometric_median、task_arithmetic。
-3. 内存只占最大张量的几份拷贝，与模型数量无关。时间随“模型数 × 遍数”增长：几何中位数的每次迭代
-   都会重新读取所有模型（调低 max_iterations 可加快合并）。
-4. 写入 models/checkpoints/<output_name>.safetensors（配方保存在元数据中）；已存在的文件绝不会被覆盖：
-   下次合并请更换 output_name。
+3. 内存不超过 memory_budget_gib（默认 2 GiB），与模型数量无关：每个张量只读取每个模型一次；几何中位数的
+   迭代在 N x N 的 Gram 矩阵上进行（stop 为 precision 时，输出精度不再变化即停止）。dropout_seed 决定 DROP 掩码。
+4. 写入 models/checkpoints/<output_name>.safetensors（配方保存在元数据中）。以相同配方再次运行时直接复用该文件
+   （不再合并）；同名但配方不同会被拒绝并保留原文件：请更换 output_name。clip_vae_from：从另一个检查点取
+   CLIP/VAE（用于仅含 UNet 的文件）。
 5. 接“Lune 流偏移” 2.0，让合并后的 SD1.5 按整流模型采样；euler + simple，25 步，CFG 7.5。"""
 
 NOTE_SDXL_LYRA_ZH = """SDXL + Lyra-XL（AbstractPhil/vae-lyra-xl-adaptive-cantor-illustrious）：用 Lyra 融合 CLIP-L、
