@@ -45,7 +45,7 @@ def naive_tgmd(base_path: str, model_paths: list[str], out_path: str, drop_rate:
     from safetensors import safe_open
     from safetensors.torch import save_file
 
-    from lune.merge import keep_mask
+    from comfyui_lune.lune.merge import keep_mask
 
     base = safe_open(base_path, framework="pt")
     models = [safe_open(p, framework="pt") for p in model_paths]
@@ -72,7 +72,7 @@ def naive_tgmd(base_path: str, model_paths: list[str], out_path: str, drop_rate:
 def child(case: str, method: str, count: int) -> None:
     import logging
 
-    from lune.merge import MergeParams, merge_models
+    from comfyui_lune.lune.merge import MergeParams, merge_models
 
     logging.basicConfig(level=logging.WARNING)
     options = dict(CASES)[method]

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from lune.errors import LuneError, MissingComponentError
-from lune.merge.inputs import output_path, resolve_model_list
+from comfyui_lune.lune.errors import LuneError, MissingComponentError
+from comfyui_lune.lune.merge.inputs import output_path, resolve_model_list
 
 
 @pytest.fixture()
