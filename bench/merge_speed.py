@@ -63,7 +63,7 @@ def current_rss() -> int:
 
 
 def pack_params(method: str, default: bool = False):
-    from lune.merge import MergeParams
+    from comfyui_lune.lune.merge import MergeParams
 
     if default:
         return MergeParams(method="tgmd")  # the template's settings: drop 0.1, 100 iterations, stop precision
@@ -105,7 +105,7 @@ def child(impl: str, method: str, count: int, out: str) -> None:
         sd_mecha.merge(recipe, output=out, merge_dtype=torch.float64, output_dtype=torch.float16,
                        merge_device="cpu", output_device="cpu", threads=2)
     else:
-        from lune.merge import merge_models
+        from comfyui_lune.lune.merge import merge_models
 
         params = pack_params(method, default=impl == "default")
         before = current_rss()

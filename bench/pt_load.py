@@ -30,7 +30,7 @@ def child(case: str, path: str) -> None:
         obj = torch.load(path, map_location="cpu", weights_only=True)
         unet = obj["student"]
     elif case == "pack":
-        from lune.formats import read_checkpoint
+        from comfyui_lune.lune.formats import read_checkpoint
 
         unet = read_checkpoint(path).unet
     else:

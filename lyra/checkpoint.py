@@ -9,7 +9,7 @@ Accepted inputs of :func:`load_lyra`:
   config, scheduler_state_dict}`` whose storages are tagged ``cuda:0``;
 * a bare state-dict ``.pt`` / ``.pth``;
 * a ``.safetensors`` file (optionally with the config in its metadata, as
-  written by :func:`save_lyra_safetensors`).
+  written by the test bed's ``save_lyra_safetensors``).
 
 Files are read by :mod:`lune.safe_read`, shared with the Lune loader: the format
 is detected from the file's first bytes, not its extension; pickles are only
@@ -32,11 +32,11 @@ from typing import Any, Mapping
 
 import torch
 
-from ._lune import errors as _lune_errors
-from ._lune import safe_read
+from ..lune import errors as _lune_errors
+from ..lune import safe_read
 from .cantor import cantor_coordinates, routes_problem
 from .config import LyraConfig
-from .errors import LyraCheckpointError, LyraConfigError, LyraError, LyraUnsafeFileError
+from .errors import LyraCheckpointError, LyraConfigError, LyraUnsafeFileError
 from .model import LyraVAE
 
 logger = logging.getLogger("lune.lyra")
@@ -47,7 +47,6 @@ __all__ = [
     "load_lyra",
     "read_checkpoint",
     "resolve_checkpoint_path",
-    "save_lyra_safetensors",
     "OPTIONAL_PREFIXES",
 ]
 
@@ -347,48 +346,3 @@ def load_lyra(
     )
     return model
 
-
-def save_lyra_safetensors(
-    model_or_state: LyraVAE | Mapping[str, torch.Tensor],
-    path: str | os.PathLike[str],
-    config: LyraConfig | Mapping[str, Any] | None = None,
-) -> str:
-    """Write weights as ``.safetensors``; never overwrites an existing file.
-
-    The config (``config`` argument, else ``model.config``) is stored as JSON in
-    the metadata key ``lyra_config`` so the file loads on its own. Returns the
-    path. Raises :class:`LyraCheckpointError` if ``path`` already exists.
-    """
-    from safetensors.torch import save as st_save
-
-    path = os.fspath(path)
-    if isinstance(model_or_state, LyraVAE):
-        state: Mapping[str, torch.Tensor] = model_or_state.state_dict()
-        cfg = config if config is not None else model_or_state.config
-    elif isinstance(model_or_state, Mapping):
-        state, cfg = model_or_state, config
-    else:
-        raise LyraError(f"save_lyra_safetensors needs a LyraVAE or a state dict, got {type(model_or_state).__name__}.")
-    if isinstance(cfg, Mapping):
-        cfg = LyraConfig.from_dict(cfg, source="config argument")
-
-    exists_msg = f"{path} already exists; refusing to overwrite it. Choose another file name or delete it first."
-    if os.path.exists(path):
-        raise LyraCheckpointError(exists_msg)
-    tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in state.items()}
-    metadata = {"format": "pt", "lyra_format": "vae-lyra-v1"}
-    if cfg is not None:
-        metadata[_META_CONFIG_KEY] = json.dumps(cfg.to_dict(), sort_keys=True)
-    data = st_save(tensors, metadata=metadata)
-    try:
-        fh = open(path, "xb")  # exclusive create: fails if the file appeared meanwhile
-    except FileExistsError:
-        raise LyraCheckpointError(exists_msg) from None
-    try:
-        with fh:
-            fh.write(data)
-    except BaseException:
-        os.unlink(path)
-        raise
-    logger.info("Lyra: wrote %s (%d tensors)", path, len(tensors))
-    return path

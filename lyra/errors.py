@@ -7,7 +7,7 @@ to the user unchanged. All exceptions derive from :class:`LyraError`, itself a
 
 from __future__ import annotations
 
-from ._lune import errors as _lune_errors
+from ..lune import errors as _lune_errors
 
 __all__ = [
     "LyraError",

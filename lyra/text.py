@@ -10,11 +10,10 @@ from __future__ import annotations
 import re
 from typing import Sequence, TypeVar
 
-import torch
 
 from .errors import LyraInputError
 
-__all__ = ["strip_prompt_weighting", "pad_or_truncate_ids", "fit_tokens"]
+__all__ = ["strip_prompt_weighting", "pad_or_truncate_ids"]
 
 T = TypeVar("T")
 
@@ -92,29 +91,3 @@ def pad_or_truncate_ids(ids: Sequence[T], length: int, pad_id: T, eos_id: T | No
         return ids[:length]
     return ids + [pad_id] * (length - len(ids))
 
-
-def fit_tokens(hidden: torch.Tensor, length: int = 77, pad: torch.Tensor | None = None) -> torch.Tensor:
-    """Fit encoder hidden states ``[B, L, D]`` to ``[B, length, D]`` along ``L``.
-
-    Truncation keeps the first ``length`` tokens. Padding hidden states is not
-    equivalent to encoding padded token ids (T5 attends across the whole
-    sequence), so it is only done when the caller supplies ``pad``: a ``[D]``
-    vector (e.g. the encoder output at a pad position) repeated to fill.
-    Prefer :func:`pad_or_truncate_ids` before encoding.
-    """
-    if hidden.dim() != 3:
-        raise LyraInputError(f"hidden states must be [batch, tokens, width], got shape {list(hidden.shape)}.")
-    if isinstance(length, bool) or not isinstance(length, int) or length < 1:
-        raise LyraInputError(f"length must be a positive integer, got {length!r}.")
-    b, n_tok, d = hidden.shape
-    if n_tok >= length:
-        return hidden[:, :length]
-    if pad is None:
-        raise LyraInputError(
-            f"hidden states have {n_tok} tokens, fewer than {length}; re-encode with the token ids padded to {length} "
-            f"(pad_or_truncate_ids) instead of padding hidden states."
-        )
-    if pad.shape != (d,):
-        raise LyraInputError(f"pad must be a [{d}] vector, got shape {list(pad.shape)}.")
-    fill = pad.to(device=hidden.device, dtype=hidden.dtype).expand(b, length - n_tok, d)
-    return torch.cat([hidden, fill], dim=1)

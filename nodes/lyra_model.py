@@ -35,15 +35,12 @@ def offload_device_for(load_device: torch.device) -> torch.device:
 
 
 def _is_lyra_module(obj) -> bool:
-    # the same class imported under another module name (tests, reloads): accept by the shape of the API
-    return isinstance(obj, (LyraVAE, LyraXL)) or is_xl(obj) or (
-        isinstance(obj, torch.nn.Module) and type(obj).__name__ == "LyraVAE" and hasattr(obj, "reconstruct_modality"))
+    return isinstance(obj, (LyraVAE, LyraXL))
 
 
 def is_xl(module) -> bool:
     """True for a Lyra-XL module (SDXL: CLIP-L + CLIP-G + flan-t5-xl), False for Lyra v1 (SD1.5)."""
-    return isinstance(module, LyraXL) or (isinstance(module, torch.nn.Module) and hasattr(module, "reconstruct_clip")
-                                          and hasattr(module, "spec"))
+    return isinstance(module, LyraXL)
 
 
 def _one_device(vae: LyraVAE, fallback: torch.device) -> None:

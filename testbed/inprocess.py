@@ -11,20 +11,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .env import PACK_NODE_DIR_NAME, comfyui_path
+from .pack import share_with_comfyui
 
 PACK_NODES = ("LuneModelLoader", "LuneShift", "LuneLatentMultiply", "LuneSamplerAdapter")
 
 
 def _comfy_first_on_path() -> None:
-    """ComfyUI's root must win over this repo for top-level names both have (``nodes``): pytest may have put the
-    repo root ahead of it while importing test modules."""
+    """ComfyUI's root goes first on the path, as when ComfyUI's main.py runs: its top-level modules (``nodes``,
+    ``server``, ``utils``) must win over same-named folders elsewhere on the path (pytest puts the repository root
+    there; the pack itself is imported only as ``comfyui_lune``, testbed.pack)."""
     root = str(comfyui_path())
     while root in sys.path:
         sys.path.remove(root)
     sys.path.insert(0, root)
-    stray = sys.modules.get("nodes")
-    if stray is not None and not str(getattr(stray, "__file__", "")).startswith(root):
-        del sys.modules["nodes"]
 
 
 def configure_args(base_dir: Path) -> None:
@@ -86,6 +85,7 @@ class InProcessComfy:
         import execution
         import nodes
 
+        share_with_comfyui(base_dir / "custom_nodes" / PACK_NODE_DIR_NAME)
         self._log = _CaptureImportFailures()
         logging.getLogger().addHandler(self._log)
         try:

@@ -39,8 +39,8 @@ def _models(base: Path) -> tuple[str, str, str]:
                 else "(from model file)")
         return name, comp, f"real weights from {src}"
     if os.environ.get("LUNE_DOWNLOAD") == "1":
-        from lune import hub
-        from lune.variants import get_variant
+        from comfyui_lune.lune import hub
+        from comfyui_lune.lune.variants import get_variant
 
         v = get_variant("lune-flux")
         path = hub.fetch(v.hf_repo, v.hf_unet_file, str(base / "models" / "diffusion_models" / "lune-flux"))

@@ -15,8 +15,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from lune import download_entries
-from lyra.config import PUBLISHED_REPO as LYRA_REPO
+from comfyui_lune.lune import download_entries
+from comfyui_lune.lyra.config import PUBLISHED_REPO as LYRA_REPO
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
 
-from lune.variants import SHIFT_FROM_VARIANT, UNNAMED, VARIANTS, get_variant
+from comfyui_lune.lune.variants import SHIFT_FROM_VARIANT, UNNAMED, VARIANTS, get_variant
 
 SIZE = (512, 384)
 BG, FG, DIM = (24, 26, 34), (225, 228, 240), (120, 126, 150)

@@ -52,7 +52,7 @@ def _fake_hf_cache(root, repo_id, files: dict):
 def test_download_entry_uses_offline_hf_cache(comfy, node_map, tiny_models, tiny_sd15, tmp_path, monkeypatch):
     import huggingface_hub.constants
 
-    from lune.variants import get_variant
+    from comfyui_lune.lune.variants import get_variant
 
     v = get_variant("lune-flux")
     folder = os.path.dirname(v.hf_unet_file)
@@ -99,8 +99,8 @@ def test_convert_training_state_once_never_overwrites(comfy, comfy_base, node_ma
     stamp = os.stat(out).st_mtime_ns
     again = node_map["LuneConvertToSafetensors"]().convert(f"{name}/lune_train_copy.pt")
     assert "already converted" in again["ui"]["text"][0] and os.stat(out).st_mtime_ns == stamp
-    from lune.convert import convert_to_safetensors
-    from lune.errors import LuneError
+    from comfyui_lune.lune.convert import convert_to_safetensors
+    from comfyui_lune.lune.errors import LuneError
 
     with pytest.raises(LuneError, match="already exists"):
         convert_to_safetensors(str(src), out)

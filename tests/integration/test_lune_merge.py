@@ -13,7 +13,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from lune.merge import RECIPE_METADATA_KEY, MergeParams, merge_models
+from comfyui_lune.lune.merge import RECIPE_METADATA_KEY, MergeParams, merge_models
 from testbed import graphs
 from testbed.env import place_model
 from testbed.fixtures import sd15_files

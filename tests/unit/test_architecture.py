@@ -8,8 +8,9 @@ import logging
 import pytest
 import torch
 
-from lune.architecture import DIFFUSERS, LDM, SD15_UNET_TENSORS, check_complete_unet, check_sd15_unet, unet_layout
-from lune.errors import LuneError, LuneFormatError, UnsupportedModelError
+from comfyui_lune.lune.architecture import (DIFFUSERS, LDM, SD15_UNET_TENSORS, check_complete_unet, check_sd15_unet,
+                                            unet_layout)
+from comfyui_lune.lune.errors import LuneError, LuneFormatError, UnsupportedModelError
 from testbed.comfy_path import comfy_available
 from testbed.fixtures import sd15_files as fx
 

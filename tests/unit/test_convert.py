@@ -9,8 +9,8 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from lune import convert
-from lune.errors import LuneError
+from comfyui_lune.lune import convert
+from comfyui_lune.lune.errors import LuneError
 from testbed.fixtures import sd15_files as fx
 
 
@@ -47,7 +47,7 @@ def test_unknown_variant_is_refused_before_writing(source):
 def test_file_appearing_during_conversion_is_not_overwritten(source, monkeypatch):
     """The destination shows up after every existence check (another conversion, a copy finishing): the old
     ``exists`` + ``os.replace`` replaced it; publishing with a hard link refuses instead."""
-    from lune import safe_write
+    from comfyui_lune.lune import safe_write
 
     dst = convert.default_output_path(str(source))
     real_lexists, real_write = os.path.lexists, safe_write.SafetensorsStreamWriter.write
@@ -71,7 +71,7 @@ def test_file_appearing_during_conversion_is_not_overwritten(source, monkeypatch
 
 
 def test_without_hard_links_an_exclusive_create_is_used(source, monkeypatch):
-    from lune import safe_write
+    from comfyui_lune.lune import safe_write
 
     def no_links(src, dst):
         raise OSError(1, "Operation not permitted")

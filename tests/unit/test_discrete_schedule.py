@@ -8,8 +8,8 @@ import math
 import pytest
 import torch
 
-from lune import discrete_schedule as ds
-from lune.errors import LuneError
+from comfyui_lune.lune import discrete_schedule as ds
+from comfyui_lune.lune.errors import LuneError
 
 T = 1000
 RTOL = 1e-12  # float64 vs float64: only summation-order rounding may differ

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from lune import download_entries, hub
-from lune.download_rules import DIFFUSERS_UNET, FIXED, NEWEST_EPOCH, SINGLE_FILE, DownloadEntry
-from lune.errors import MissingComponentError
+from comfyui_lune.lune import download_entries, hub
+from comfyui_lune.lune.download_rules import DIFFUSERS_UNET, FIXED, NEWEST_EPOCH, SINGLE_FILE, DownloadEntry
+from comfyui_lune.lune.errors import MissingComponentError
 from testbed.fixtures.fake_hub import FakeHub, go_offline, go_online
 
 SOL = next(e for e in download_entries.MODEL_ENTRIES if e.variant == "sol")

@@ -5,8 +5,8 @@ import json
 
 import pytest
 
-from lune import variants
-from lune.pipeline_folder import pipeline_root, variant_from_pipeline_folder
+from comfyui_lune.lune import variants
+from comfyui_lune.lune.pipeline_folder import pipeline_root, variant_from_pipeline_folder
 
 NEW_VARIANTS = ("sd-flow-alpha", "instaflow")
 UNET_FILE = "unet/diffusion_pytorch_model.safetensors"

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from lune import handoff
+from comfyui_lune.lune import handoff
 
 
 def test_sizes_snap_to_the_nearest_multiple_of_eight():

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from huggingface_hub.utils import HfHubHTTPError, LocalEntryNotFoundError
 
-from lune import hub
-from lune.errors import LuneBugError, MissingComponentError
+from comfyui_lune.lune import hub
+from comfyui_lune.lune.errors import LuneBugError, MissingComponentError
 from testbed.fixtures.fake_hub import FakeHub, go_offline, go_online
 
 REPO = "someone/some-model"

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from lune.latent import nonfinite_problem, sd15_latent_problem
+from comfyui_lune.lune.latent import nonfinite_problem, sd15_latent_problem
 
 
 def test_sd15_latent_passes():

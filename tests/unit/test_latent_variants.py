@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from lune import latent, variants
+from comfyui_lune.lune import latent, variants
 from tests.numerics import RTOL_FORMULA, assert_close_rel
 
 

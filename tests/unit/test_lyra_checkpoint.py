@@ -10,19 +10,19 @@ import pickle
 import pytest
 import torch
 
-import lyra.checkpoint as ckpt
-from lyra import (
+import comfyui_lune.lyra.checkpoint as ckpt
+from comfyui_lune.lyra import (
     LyraCheckpointError,
     LyraConfig,
     LyraConfigError,
     LyraUnsafeFileError,
     LyraVAE,
     load_lyra,
-    save_lyra_safetensors,
 )
 from testbed.fixtures.lyra_files import (
     TINY,
     random_state_dict,
+    save_lyra_safetensors,
     spec_shapes,
     tiny_config,
     tiny_shapes,

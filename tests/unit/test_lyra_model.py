@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from lyra import (
+from comfyui_lune.lyra import (
     LyraConfig,
     LyraConfigError,
     LyraInputError,
@@ -17,7 +17,7 @@ from lyra import (
     cantor_coordinates,
     nearest_routes,
 )
-from lyra.cantor import CantorFusion
+from comfyui_lune.lyra.cantor import CantorFusion
 from testbed.fixtures.lyra_files import (
     CANTOR_COORDS_M2,
     PUBLISHED_PARAM_COUNT,
@@ -336,7 +336,7 @@ def test_reconstruct_modality_and_encode_mean_equal_the_full_pass_bit_for_bit(fu
 def test_transform_conditioning_is_blend_of_chunk_zero(full_model):
     """``transform_conditioning`` = blend(chunk 0, reconstruct_modality(chunk 0, t5)) then the other chunks, in the
     conditioning's dtype; a [1, 77, 768] T5 state is shared by every row of a CLIP batch."""
-    from lyra import transform_conditioning
+    from comfyui_lune.lyra import transform_conditioning
 
     g = torch.Generator().manual_seed(8)
     cond = torch.randn(2, 154, 768, generator=g).to(torch.float16)

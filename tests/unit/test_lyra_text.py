@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from lyra import LyraInputError, blend, fit_tokens, pad_or_truncate_ids, strip_prompt_weighting, transform_chunks
+from comfyui_lune.lyra import LyraInputError, blend, pad_or_truncate_ids, strip_prompt_weighting, transform_chunks
 
 
 # --------------------------------------------------------------------------- strip_prompt_weighting
@@ -68,20 +68,6 @@ def test_pad_works_with_comfy_token_weight_pairs():
 def test_pad_rejects_bad_length(length):
     with pytest.raises(LyraInputError):
         pad_or_truncate_ids([1], length, pad_id=0)
-
-
-# --------------------------------------------------------------------------- fit_tokens
-def test_fit_tokens_truncates_and_pads_only_with_explicit_pad():
-    h = torch.randn(2, 128, 8)
-    assert torch.equal(fit_tokens(h, 77), h[:, :77])
-    short = torch.randn(2, 70, 8)
-    with pytest.raises(LyraInputError, match="pad_or_truncate_ids"):
-        fit_tokens(short, 77)
-    pad = torch.arange(8.0)
-    out = fit_tokens(short, 77, pad=pad)
-    assert out.shape == (2, 77, 8) and torch.equal(out[:, :70], short) and torch.equal(out[1, 76], pad)
-    with pytest.raises(LyraInputError):
-        fit_tokens(short, 77, pad=torch.zeros(3))
 
 
 # --------------------------------------------------------------------------- blend
@@ -153,7 +139,7 @@ def test_transform_chunks_casts_back_and_validates():
 
 
 def test_node_style_pipeline_with_tiny_model():
-    from lyra import LyraConfig, LyraVAE
+    from comfyui_lune.lyra import LyraConfig, LyraVAE
     from testbed.fixtures.lyra_files import TINY, tiny_config
 
     model = LyraVAE(LyraConfig.from_dict(tiny_config())).eval()

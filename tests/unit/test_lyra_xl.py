@@ -8,8 +8,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from lyra import LyraCheckpointError, detect_kind, load_any_lyra, load_lyra_xl, transform_sdxl_conditioning
-from lyra.xl_model import LyraXL
+from comfyui_lune.lyra import LyraCheckpointError, detect_kind, load_any_lyra, load_lyra_xl, transform_sdxl_conditioning
+from comfyui_lune.lyra.xl_model import LyraXL
 from testbed.fixtures import lyra_files
 from testbed.fixtures.lyra_xl_files import (
     HARD_PARAMS,

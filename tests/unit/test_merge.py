@@ -17,10 +17,10 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from lune.errors import LuneError, LuneFormatError, UnsafeCheckpointError, UnsupportedModelError
-from lune.merge import RECIPE_METADATA_KEY, MergeParams, keep_mask, merge_models
-from lune.merge.methods import MASK_BLOCK
-from lune.merge.__main__ import main as cli_main
+from comfyui_lune.lune.errors import LuneError, LuneFormatError, UnsafeCheckpointError, UnsupportedModelError
+from comfyui_lune.lune.merge import RECIPE_METADATA_KEY, MergeParams, keep_mask, merge_models
+from comfyui_lune.lune.merge.methods import MASK_BLOCK
+from comfyui_lune.lune.merge.__main__ import main as cli_main
 from testbed.fixtures.sd15_files import write_malicious_pt
 
 RTOL = 1e-12  # float64 end to end: only summation order differs between streaming and stacking
@@ -378,7 +378,7 @@ def test_precision_stop_ends_when_the_output_stops_changing(files, tmp_path, cap
 def test_a_method_is_one_table_entry(files, tmp_path, monkeypatch):
     """A method defined only by a new ``METHODS`` record merges (held and streamed), validates its parameters
     and is recorded in the recipe — nothing else is edited."""
-    from lune.merge import methods
+    from comfyui_lune.lune.merge import methods
 
     def largest_magnitude(stack, ctx):  # elementwise over the N × len chunk: the τᵢ of largest |τᵢ|
         return stack.gather(0, stack.abs().argmax(0, keepdim=True))[0]

@@ -10,8 +10,8 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from lune.errors import UnsupportedModelError
-from lune.merge import MergeParams, merge_models
+from comfyui_lune.lune.errors import UnsupportedModelError
+from comfyui_lune.lune.merge import MergeParams, merge_models
 from testbed.fixtures import merge_files
 
 UNET = "model.diffusion_model."
@@ -95,7 +95,7 @@ def test_unet_only_set_with_clip_vae_from(folder, tmp_path):
 
 
 def test_legacy_ckpt_is_read_once_into_a_temporary_copy(folder, tmp_path, monkeypatch):
-    from lune.merge import sources
+    from comfyui_lune.lune.merge import sources
 
     loads = []
     real = sources.load_pickle

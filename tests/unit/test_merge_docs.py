@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from lune.merge.methods import docs_table
+from comfyui_lune.lune.merge.methods import docs_table
 
 REFERENCE = Path(__file__).resolve().parents[2] / "docs" / "reference.md"
 

@@ -7,8 +7,8 @@ import posixpath
 
 import pytest
 
-from lune.errors import LuneError, MissingComponentError
-from lune.merge.inputs import contained, output_path, reserved_name, resolve_model_list
+from comfyui_lune.lune.errors import LuneError, MissingComponentError
+from comfyui_lune.lune.merge.inputs import contained, output_path, reserved_name, resolve_model_list
 
 
 @pytest.fixture()

@@ -11,8 +11,8 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from lune.errors import LuneError
-from lune.merge import RECIPE_METADATA_KEY, MergeParams, merge_models
+from comfyui_lune.lune.errors import LuneError
+from comfyui_lune.lune.merge import RECIPE_METADATA_KEY, MergeParams, merge_models
 
 
 def _model(seed: int) -> dict[str, torch.Tensor]:

@@ -9,10 +9,10 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-import lyra.checkpoint
-from lune import formats, safe_read
-from lune.errors import LuneError, LuneFormatError, UnsafeCheckpointError
-from lyra import LyraCheckpointError, LyraError, LyraUnsafeFileError
+from comfyui_lune.lyra import checkpoint as lyra_checkpoint
+from comfyui_lune.lune import formats, safe_read
+from comfyui_lune.lune.errors import LuneError, LuneFormatError, UnsafeCheckpointError
+from comfyui_lune.lyra import LyraCheckpointError, LyraError, LyraUnsafeFileError
 from testbed.fixtures import sd15_files as fx
 
 
@@ -22,7 +22,7 @@ def tiny():
 
 
 def test_both_libraries_share_one_reader_and_one_error_root():
-    assert lyra.checkpoint.safe_read is safe_read
+    assert lyra_checkpoint.safe_read is safe_read
     assert issubclass(LyraError, LuneError) and issubclass(LyraCheckpointError, LuneError)
     assert issubclass(LyraUnsafeFileError, UnsafeCheckpointError)
     assert issubclass(LyraUnsafeFileError, LyraCheckpointError)

@@ -9,9 +9,9 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from lune import safe_write
-from lune.errors import LuneError
-from lune.merge import MergeParams, merge_models
+from comfyui_lune.lune import safe_write
+from comfyui_lune.lune.errors import LuneError
+from comfyui_lune.lune.merge import MergeParams, merge_models
 
 
 def _tensors():

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from lune import schedule
-from lune.sampling import sample_lune_euler
+from comfyui_lune.lune import schedule
+from comfyui_lune.lune.sampling import sample_lune_euler
 from tests.numerics import RTOL_FORMULA, assert_close_rel
 
 

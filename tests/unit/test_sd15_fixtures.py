@@ -19,7 +19,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file
 
-from lune.architecture import unet_layout
+from comfyui_lune.lune.architecture import unet_layout
 from testbed.fixtures import sd15_files as fx
 from testbed.comfy_path import comfy_available, import_comfy
 

@@ -5,7 +5,7 @@ import os
 import shutil
 import time
 
-from lune.stamps import MISSING, file_stamp
+from comfyui_lune.lune.stamps import MISSING, file_stamp
 
 SETTLE_SECONDS = 0.05  # a replacement comes after the original; also past the kernel's coarse ctime tick
 
