@@ -4,7 +4,7 @@ PY = $(ENV_DIR)/venv/bin/python
 # ComfyUI versions the ComfyUI suites run on (each provisioned in its own venv: $(ENV_DIR)/env-<version>.sh)
 VERSIONS ?= 0.3.75,0.28.2
 
-.PHONY: env lint test test-fast main bench workflows
+.PHONY: env lint test test-fast demo bench workflows
 
 env:
 	bash .ci/provision.sh
@@ -21,9 +21,9 @@ test: lint
 test-fast: lint
 	$(PY) tools/test_matrix.py --versions $(VERSIONS) -- -m "not slow"
 
-# The main job: a bundled workflow through a real ComfyUI server, writing a PNG.
-main: env
-	. $(ENV_DIR)/env.sh && $(PY) -m tools.main_job
+# The demo: a bundled workflow through a real ComfyUI server, writing a PNG.
+demo: env
+	. $(ENV_DIR)/env.sh && $(PY) -m tools.demo
 
 bench: env
 	. $(ENV_DIR)/env.sh && $(PY) -m bench.run

@@ -44,8 +44,8 @@ def read_clip_vae(path: str) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """
     kind = safe_read.sniff(path)
     if kind == safe_read.SAFETENSORS:
-        safe_read.read_safetensors_header(path)  # refuses truncated or corrupt files with the fix
-        sd, all_keys, metadata = _read_safetensors_subset(path)
+        all_keys = [k for k in safe_read.read_safetensors_header(path) if k != "__metadata__"]
+        sd, metadata = safe_read.read_safetensors(path, keep=is_donor_key)  # the UNet's bytes are never read
     else:
         sd, all_keys = _read_pickle_subset(path, kind)
         metadata = {}
@@ -54,30 +54,12 @@ def read_clip_vae(path: str) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     return sd, metadata
 
 
-def _read_safetensors_subset(path: str) -> tuple[dict[str, torch.Tensor], list[str], dict[str, Any]]:
-    import safetensors
-
-    try:
-        with safetensors.safe_open(path, framework="pt", device="cpu") as f:
-            keys = list(f.keys())
-            sd = {k: f.get_tensor(k) for k in keys if is_donor_key(k)}
-            metadata = dict(f.metadata() or {})
-    except Exception as e:  # safetensors raises its own SafetensorError for any structural problem
-        raise LuneFormatError(f"{path}: safetensors could not read the file ({e}). Download it again.") from None
-    return sd, keys, metadata
-
-
 def _read_pickle_subset(path: str, kind: str) -> tuple[dict[str, torch.Tensor], list[str]]:
-    obj = safe_read.load_pickle(path, kind)
-    if isinstance(obj, Mapping) and isinstance(obj.get("state_dict"), Mapping):  # Lightning-style .ckpt
-        obj = obj["state_dict"]
-    if not isinstance(obj, Mapping):
-        raise LuneFormatError(f"clip_vae_from: {path} holds a {type(obj).__name__}, not a checkpoint state dict. "
-                              f"{DONOR_FIX}")
-    keys = [k for k in obj if isinstance(k, str)]
-    sd = {k: obj[k] for k in keys if is_donor_key(k) and isinstance(obj[k], torch.Tensor)}
-    del obj  # the UNet (and any optimizer state) goes now
-    return sd, keys
+    found = safe_read.find_state_dict(safe_read.load_pickle(path, kind), path, ("state_dict",))
+    if found is None:
+        raise LuneFormatError(f"clip_vae_from: {path} holds no checkpoint state dict. {DONOR_FIX}")
+    state, _ = found
+    return {k: v for k, v in state.items() if is_donor_key(k)}, list(state)  # the UNet goes with ``state``
 
 
 def _check_sd15_clip_vae(sd: Mapping[str, torch.Tensor], all_keys: list[str], path: str) -> None:

@@ -25,7 +25,7 @@ import pickle
 import re
 import struct
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import torch
 
@@ -131,14 +131,16 @@ def read_safetensors_header(path: str, advice: str = DOWNLOAD_AGAIN) -> dict:
     return header
 
 
-def read_safetensors(path: str, advice: str = DOWNLOAD_AGAIN) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """All tensors (CPU, stored dtype) and the ``__metadata__`` strings, after header validation."""
+def read_safetensors(path: str, advice: str = DOWNLOAD_AGAIN, keep: Callable[[str], bool] | None = None,
+                     ) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """The tensors (CPU, stored dtype) whose key ``keep`` accepts (all when None) and the ``__metadata__`` strings,
+    after header validation. Tensors left out are never read."""
     import safetensors
 
     header = read_safetensors_header(path, advice)
     try:
         with safetensors.safe_open(path, framework="pt", device="cpu") as handle:
-            tensors = {k: handle.get_tensor(k) for k in handle.keys()}
+            tensors = {k: handle.get_tensor(k) for k in handle.keys() if keep is None or keep(k)}
     except Exception as e:  # safetensors raises its own SafetensorError for any structural problem
         raise LuneFormatError(f"{path} could not be read as safetensors; it looks truncated or corrupt ({e}). "
                               f"{advice}") from None
@@ -207,15 +209,17 @@ def find_state_dict(obj: Any, path: str, containers: tuple[str, ...]) -> tuple[d
     return None
 
 
+def strip_wrappers(key: str) -> str:
+    """``key`` without ``module.``, ``_orig_mod.`` and ``unet.`` at its start, in any order and repetition."""
+    stripped = True
+    while stripped:
+        stripped = False
+        for prefix in WRAPPER_PREFIXES:
+            if key.startswith(prefix):
+                key, stripped = key[len(prefix):], True
+    return key
+
+
 def strip_wrapper_prefixes(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Remove ``module.``, ``_orig_mod.`` and ``unet.`` from the start of every key, in any order and repetition."""
-    out = {}
-    for key, value in state.items():
-        stripped = True
-        while stripped:
-            stripped = False
-            for prefix in WRAPPER_PREFIXES:
-                if key.startswith(prefix):
-                    key, stripped = key[len(prefix):], True
-        out[key] = value
-    return out
+    """Every key through ``strip_wrappers``."""
+    return {strip_wrappers(key): value for key, value in state.items()}

@@ -119,6 +119,9 @@ def effective_shift(variant: Variant, requested: float) -> float:
     return variant.default_shift if requested == SHIFT_FROM_VARIANT else float(requested)
 
 
+_PATTERN_RANK = {name: rank for rank, (name, _) in enumerate(_PATTERNS)}
+
+
 def variant_named_in(text: str) -> tuple[Variant, str] | None:
     """(variant, matched words) for the first variant pattern found in ``text`` (case-insensitive), else None."""
     for name, pattern in _PATTERNS:
@@ -165,11 +168,10 @@ def detect_variant(relative_path: str, metadata: Mapping[str, object] | None = N
         log.warning("metadata %s=%r is not a variant this pack knows (%s); reading the names instead",
                     VARIANT_METADATA_KEY, named, ", ".join(VARIANT_NAMES))
     sources = (("metadata", naming_metadata(metadata)), ("path", relative_path.replace("\\", "/")))
-    for name, pattern in _PATTERNS:  # most specific variant first, whichever source names it
-        for source, text in sources:
-            m = re.search(pattern, text.lower())
-            if m:
-                return VARIANTS[name], f"{source} mentions {m.group(0).strip(' _-/')!r}"
+    found = [(hit, source) for source, text in sources if (hit := variant_named_in(text))]
+    if found:  # the most specific variant (``_PATTERNS`` order) whichever source names it; metadata wins a tie
+        (variant, words), source = min(found, key=lambda f: _PATTERN_RANK[f[0][0].name])
+        return variant, f"{source} mentions {words!r}"
     return UNNAMED, ("nothing in the file name, its folders inside the models folder or its metadata names a "
                      "variant: sampling as rectified flow with latents unchanged (factor 1.0). Pick the variant on "
                      "Load Lune Model (lune, lune-flux or sol)")

@@ -1,4 +1,4 @@
-"""Configuration of the Lyra v1 VAE (docs/reference.md §3, "Config").
+"""Configuration of the Lyra v1 VAE (docs/reference.md §3: the published ``config.json``).
 
 The published ``AbstractPhil/vae-lyra`` ``config.json`` is the *trainer* config:
 it carries many keys that do not affect the network (batch size, learning
@@ -53,8 +53,26 @@ def _default_modality_dims() -> dict[str, int]:
     return {"clip": 768, "t5": 768}
 
 
+class FusionShape:
+    """What every Lyra's fusion derives from ``modality_dims``, ``hidden_dim`` and ``fusion_heads``."""
+
+    modality_dims: Mapping[str, int]
+    hidden_dim: int
+    fusion_heads: int
+
+    @property
+    def modality_names(self) -> tuple[str, ...]:
+        """Modality names in index order (row order of ``modality_embeddings``)."""
+        return tuple(self.modality_dims)
+
+    @property
+    def head_dim(self) -> int:
+        """``hidden_dim / fusion_heads`` (128 for v1)."""
+        return self.hidden_dim // self.fusion_heads
+
+
 @dataclasses.dataclass(frozen=True)
-class LyraConfig:
+class LyraConfig(FusionShape):
     """Architecture hyper-parameters of Lyra v1 (docs/reference.md §3).
 
     Construct directly (validated in ``__post_init__``), or with
@@ -126,17 +144,6 @@ class LyraConfig:
         d = dataclasses.asdict(self)
         d["modality_dims"] = dict(self.modality_dims)
         return d
-
-    # --------------------------------------------------------------- derived
-    @property
-    def modality_names(self) -> tuple[str, ...]:
-        """Modality names in index order (row order of ``modality_embeddings``)."""
-        return tuple(self.modality_dims)
-
-    @property
-    def head_dim(self) -> int:
-        """``hidden_dim / fusion_heads`` (128 for v1)."""
-        return self.hidden_dim // self.fusion_heads
 
     # ------------------------------------------------------------- validate
     def _validate(self, source: str) -> None:

@@ -22,6 +22,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Mapping
 
+from .config import FusionShape
+
 __all__ = ["CLIP_LAST", "CLIP_PENULTIMATE", "KINDS", "LyraXLSpec", "PUBLISHED_XL", "XL_MODALITIES"]
 
 V1_XL, V2_SOFT, V2_HARD = "v1-xl", "v2-soft", "v2-hard"
@@ -47,7 +49,7 @@ PUBLISHED_XL = {
 
 
 @dataclasses.dataclass(frozen=True)
-class LyraXLSpec:
+class LyraXLSpec(FusionShape):
     """Sizes of one Lyra-XL model, read from its weights (shapes) and its config.json (heads, T5 length, CLIP
     layer). ``bindings`` are the (target, source) pairs that have a learned β (v2); ``t5_tokens`` is the T5
     length the author tokenises to (77 for v1-xl, 512 for v2, padded with an attention mask)."""
@@ -63,14 +65,6 @@ class LyraXLSpec:
     clip_layer: str = CLIP_LAST
     bindings: tuple[tuple[str, str], ...] = ()
     dropout: float = 0.0
-
-    @property
-    def modality_names(self) -> tuple[str, ...]:
-        return tuple(self.modality_dims)
-
-    @property
-    def head_dim(self) -> int:
-        return self.hidden_dim // self.fusion_heads
 
     @property
     def t5_names(self) -> tuple[str, ...]:

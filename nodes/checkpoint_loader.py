@@ -8,20 +8,16 @@ MODEL, CLIP and VAE are the stock ones (the schedule is set afterwards, e.g. by 
 from __future__ import annotations
 
 from ..lune.errors import MissingComponentError
-from ..lune.stamps import file_stamp
 from . import comfy_internals as comfy_api
 from . import downloads, paths
 
 
 def _resolve(ckpt_name: str) -> str:
-    entry = paths.find_entry(ckpt_name, paths.CHECKPOINT_ENTRIES)
-    if entry is not None:
-        return downloads.fetch_entry(entry)[0]
-    path = comfy_api.get_full_path("checkpoints", ckpt_name)
-    if path is None:
+    files = downloads.choice_files(ckpt_name, paths.CHECKPOINT_ENTRIES, paths.resolve_checkpoint)
+    if files is None:
         raise MissingComponentError(f"checkpoint {ckpt_name!r} is not in models/checkpoints. Refresh the node list "
                                     "(press R), copy the file there, or pick a [download] entry.")
-    return path
+    return files[0]
 
 
 class LuneCheckpointLoader:
@@ -44,11 +40,7 @@ class LuneCheckpointLoader:
 
     @classmethod
     def IS_CHANGED(cls, ckpt_name):
-        entry = paths.find_entry(ckpt_name, paths.CHECKPOINT_ENTRIES)
-        if entry is not None:
-            return downloads.entry_stamp(entry)
-        path = comfy_api.get_full_path("checkpoints", ckpt_name)
-        return file_stamp(path) if path else ckpt_name
+        return downloads.choice_stamp(ckpt_name, paths.CHECKPOINT_ENTRIES, paths.resolve_checkpoint)
 
     def load(self, ckpt_name):
         out = comfy_api.load_checkpoint_guess_config(_resolve(ckpt_name), output_vae=True, output_clip=True,

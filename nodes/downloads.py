@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Sequence
+from typing import Callable, Sequence
 
 from ..lune import hub
 from ..lune.download_rules import DownloadEntry
@@ -81,3 +81,24 @@ def entry_stamp(entry: DownloadEntry) -> str:
     except LuneError:
         return entry.label
     return stamp(entry.repo, files, entry.folder)
+
+
+def choice_files(name: str, entries: Sequence[DownloadEntry], find: Callable[[str], str | None]) -> list[str] | None:
+    """The files behind a dropdown choice: a ``[download]`` entry's (fetched now, the one to load first) or the one
+    file ``find`` locates; None when it is neither."""
+    entry = paths.find_entry(name, entries)
+    if entry is not None:
+        return fetch_entry(entry)
+    path = find(name)
+    return None if path is None else [path]
+
+
+def choice_stamp(name: str, entries: Sequence[DownloadEntry], find: Callable[[str], str | None],
+                 companions: Callable[[str], Sequence[str]] = lambda path: ()) -> str:
+    """Reload stamp of a dropdown choice: its entry's files, or the file ``find`` locates and its ``companions``
+    (config files read beside it); the name itself when it is neither."""
+    entry = paths.find_entry(name, entries)
+    if entry is not None:
+        return entry_stamp(entry)
+    path = find(name)
+    return file_stamp(path, *companions(path)) if path else name

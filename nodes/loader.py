@@ -7,10 +7,8 @@ import os
 from ..lune import formats
 from ..lune.errors import MissingComponentError
 from ..lune.pipeline_folder import variant_from_pipeline_folder
-from ..lune.stamps import file_stamp
 from ..lune.variants import (FLOW, SHIFT_FROM_VARIANT, SHIFT_LIMITS, UNNAMED, VARIANT_NAMES, VARIANTS, check_flow_shift,
                              detect_variant, effective_shift, get_variant)
-from . import comfy_internals as comfy_api
 from . import downloads, paths
 from .model_build import build_lune_models, load_donor_clip_vae
 from .sampling_patches import install_variant
@@ -31,46 +29,31 @@ def _shift_tooltip() -> str:
 
 def _resolve(model_name: str) -> tuple[str, str | None]:
     """(local path, variant implied by a download entry or None)."""
-    entry = paths.find_entry(model_name, paths.MODEL_ENTRIES)
-    if entry is not None:
-        return downloads.fetch_entry(entry)[0], entry.variant
-    path = paths.resolve_model(model_name)
-    if path is None:
+    files = downloads.choice_files(model_name, paths.MODEL_ENTRIES, paths.resolve_model)
+    if files is None:
         raise MissingComponentError(f"model file {model_name!r} was not found in models/checkpoints or "
                                     "models/diffusion_models. Refresh the node list (press R) or copy the file there.")
-    return path, None
-
-
-def _model_stamp(model_name: str) -> str:
-    """Reload stamp of the model file and the config.json beside it (diffusers ``unet/`` folders)."""
     entry = paths.find_entry(model_name, paths.MODEL_ENTRIES)
-    if entry is not None:
-        return downloads.entry_stamp(entry)
-    path = paths.resolve_model(model_name)
-    if path is None:
-        return model_name
-    return file_stamp(path, os.path.join(os.path.dirname(path), "config.json"))
+    return files[0], entry.variant if entry else None
+
+
+def _config_beside(path: str) -> list[str]:
+    """The config.json a diffusers ``unet/`` folder keeps beside its weights."""
+    return [os.path.join(os.path.dirname(path), "config.json")]
 
 
 def _donor_stamp(checkpoint_name: str) -> str:
     if checkpoint_name == FROM_FILE:
         return checkpoint_name
-    entry = paths.find_entry(checkpoint_name, paths.DONOR_ENTRIES)
-    if entry is not None:
-        return downloads.entry_stamp(entry)
-    donor = comfy_api.get_full_path("checkpoints", checkpoint_name)
-    return file_stamp(donor) if donor else checkpoint_name
+    return downloads.choice_stamp(checkpoint_name, paths.DONOR_ENTRIES, paths.resolve_checkpoint)
 
 
 def donor_path(checkpoint_name: str) -> str:
-    entry = paths.find_entry(checkpoint_name, paths.DONOR_ENTRIES)
-    if entry is not None:
-        return downloads.fetch_entry(entry)[0]
-    path = comfy_api.get_full_path("checkpoints", checkpoint_name)
-    if path is None:
+    files = downloads.choice_files(checkpoint_name, paths.DONOR_ENTRIES, paths.resolve_checkpoint)
+    if files is None:
         raise MissingComponentError(f"clip_vae_from: {checkpoint_name!r} is not in models/checkpoints. Refresh the "
                                     "node list (press R) or pick another SD1.5 checkpoint.")
-    return path
+    return files[0]
 
 
 class LuneModelLoader:
@@ -106,7 +89,8 @@ class LuneModelLoader:
 
     @classmethod
     def IS_CHANGED(cls, model_name, variant, shift, clip_vae_from):
-        return (_model_stamp(model_name), variant, shift, _donor_stamp(clip_vae_from))
+        model_stamp = downloads.choice_stamp(model_name, paths.MODEL_ENTRIES, paths.resolve_model, _config_beside)
+        return (model_stamp, variant, shift, _donor_stamp(clip_vae_from))
 
     def load(self, model_name, variant, shift, clip_vae_from):
         if shift != SHIFT_FROM_VARIANT:

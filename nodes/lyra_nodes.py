@@ -17,7 +17,6 @@ import logging
 
 import torch
 
-from ..lune.stamps import file_stamp
 from ..lyra import LyraCheckpointError, LyraInputError, load_any_lyra, transform_conditioning
 
 from . import downloads, lyra_inputs, lyra_model, paths
@@ -33,25 +32,20 @@ DEVICES = (DEVICE_DEFAULT, "cpu")
 
 def resolve_lyra(lyra_name: str) -> tuple[str, str | None]:
     """(weights path, explicit config path or None = the reader looks beside the weights)."""
-    entry = paths.find_entry(lyra_name, paths.LYRA_ENTRIES)
-    if entry is not None:
-        config, weights = downloads.fetch_entry(entry)
-        return weights, config
-    path = paths.resolve_lyra(lyra_name)
-    if path is None:
+    files = downloads.choice_files(lyra_name, paths.LYRA_ENTRIES, paths.resolve_lyra)
+    if files is None:
         raise LyraCheckpointError(
             f"Lyra file {lyra_name!r} was not found in models/lyra. Put model.pt (or a .safetensors) with its "
             f"config.json in models/lyra/<folder>/ and refresh the node list (press R), or pick {DOWNLOAD_ENTRY!r}.")
-    return path, None
+    if paths.find_entry(lyra_name, paths.LYRA_ENTRIES) is not None:
+        config, weights = files  # a download entry lists config.json first
+        return weights, config
+    return files[0], None
 
 
 def lyra_stamp(lyra_name: str) -> str:
     """Reload stamp of the weights and every config file the reader may use."""
-    entry = paths.find_entry(lyra_name, paths.LYRA_ENTRIES)
-    if entry is not None:
-        return downloads.entry_stamp(entry)
-    path = paths.resolve_lyra(lyra_name)
-    return file_stamp(path, *paths.lyra_companions(path)) if path else lyra_name
+    return downloads.choice_stamp(lyra_name, paths.LYRA_ENTRIES, paths.resolve_lyra, paths.lyra_companions)
 
 
 class LyraLoader:

@@ -65,6 +65,11 @@ def list_models() -> list[str]:
     return names + download_entries()
 
 
+def resolve_checkpoint(name: str) -> str | None:
+    """Absolute path of a file listed in models/checkpoints, or None."""
+    return comfy_api.get_full_path("checkpoints", name)
+
+
 def resolve_model(name: str) -> str | None:
     """Absolute path of a listed file (checkpoints first, then diffusion_models), or None."""
     for folder in MODEL_FOLDERS:

@@ -25,8 +25,8 @@ from typing import Mapping
 import torch
 
 from ..errors import LuneError, LuneFormatError, MissingComponentError
-from ..safe_read import (SAFETENSORS, WRAPPER_PREFIXES, find_state_dict, load_pickle, read_safetensors_header,
-                         sniff)
+from ..safe_read import (SAFETENSORS, find_state_dict, load_pickle, read_safetensors_header, sniff,
+                         strip_wrappers)
 from ..safe_write import SAFETENSORS_DTYPES, element_size, write_safetensors
 
 log = logging.getLogger("lune")
@@ -53,16 +53,6 @@ class TensorInfo:
     @property
     def nbytes(self) -> int:
         return self.numel * element_size(self.dtype)
-
-
-def strip_wrappers(key: str) -> str:
-    stripped = True
-    while stripped:
-        stripped = False
-        for prefix in WRAPPER_PREFIXES:
-            if key.startswith(prefix):
-                key, stripped = key[len(prefix):], True
-    return key
 
 
 def canonical_names(keys, unet_names: Mapping[str, str] | None) -> dict[str, str]:

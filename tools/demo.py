@@ -1,4 +1,4 @@
-"""The README's main job: run the default bundled workflow through a real ComfyUI server and write a PNG.
+"""The README's demo: run the default bundled workflow through a real ComfyUI server and write a PNG.
 
 Weights: ``LUNE_MODEL`` (a Lune file or diffusers folder) and ``LUNE_CLIP_VAE`` (an SD1.5 checkpoint, needed for
 UNet-only files) when set; with ``LUNE_DOWNLOAD=1`` the lune-flux UNet is fetched from Hugging Face. Otherwise a
@@ -18,8 +18,8 @@ from testbed.env import PACK_DIR, make_base_dir, place_model
 from testbed.server import ComfyServer, execution_error
 from testbed.ui_workflow import to_api
 
-log = logging.getLogger("lune.main_job")
-ARTIFACTS = PACK_DIR / "artifacts" / "main_job"
+log = logging.getLogger("lune.demo")
+ARTIFACTS = PACK_DIR / "artifacts" / "demo"
 
 
 STANDIN_OVERRIDES = {"EmptyLatentImage": {"width": 256, "height": 256}, "KSampler": {"steps": 10}}
@@ -83,7 +83,7 @@ def main() -> int:
             return 1
         images = [img for out in entry["outputs"].values() for img in out.get("images", [])]
         src = base / "output" / images[0].get("subfolder", "") / images[0]["filename"]
-        dst = ARTIFACTS / "lune_main_job.png"
+        dst = ARTIFACTS / "lune_demo.png"
         shutil.copyfile(src, dst)
         log.info("wrote %s (%s)", dst, description)
         print(dst)
