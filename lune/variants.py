@@ -36,8 +36,8 @@ class Variant:
     default_shift: float          # flow: SD3 shift; sol: timestep-label shift (0 = author's default, none)
     latent_multiplier: float | None  # None = estimate from the sampled latent ("auto"); 1.0 = no correction
     hf_repo: str
-    hf_unet_file: str | None       # file to fetch for the loader's download entry (None: no single known file)
     description: str
+    hf_unet_file: str | None = None  # file to fetch for the loader's download entry (None: no single known file)
     # flow only: UNet timestep = timestep_multiplier·σ; x̂0 = x_σ − σ·output_sign·output (−1: model predicts x0 − ε)
     timestep_multiplier: float = 1000.0
     output_sign: float = 1.0
@@ -58,12 +58,10 @@ VARIANTS: dict[str, Variant] = {
     "sol": Variant(
         name="sol", prediction=V_DISCRETE, default_shift=0.0, latent_multiplier=1.0,
         hf_repo="AbstractPhil/sd15-flow-matching",
-        hf_unet_file=None,
         description="Sol: v-prediction on the SD1.5 discrete schedule, Euler on the trailing grid (not flow)."),
     "sd-flow-alpha": Variant(
         name="sd-flow-alpha", prediction=FLOW, default_shift=1.0, latent_multiplier=1.0,
         hf_repo="opendiffusionai/sd-flow-alpha",
-        hf_unet_file=None,
         description="opendiffusionai/sd-flow-alpha and finetunes (spacepxl/sd15-flow-alpha-finetune): SD1.5 "
                     "retrained as flow, target ε − x0, UNet timestep 999·σ, trained without shift "
                     "(ppbrown/ai-training trainer/train_from_cached.py).",
@@ -71,7 +69,6 @@ VARIANTS: dict[str, Variant] = {
     "instaflow": Variant(
         name="instaflow", prediction=FLOW, default_shift=1.0, latent_multiplier=1.0,
         hf_repo="XCLiu/instaflow_0_9B_from_sd_1_5",
-        hf_unet_file=None,
         description="InstaFlow-0.9B (1 step, CFG 1) and 2-Rectified Flow (XCLiu/2_rectified_flow_from_sd_1_5, "
                     "25 steps, CFG 1.0–2.0): UNet timestep 1000·σ, output x0 − ε, the negative of Lune's "
                     "(gnobitab/InstaFlow code/pipeline_rf.py: latents += dt·v_pred from noise to data). "
@@ -85,7 +82,7 @@ VARIANT_NAMES = tuple(VARIANTS)
 # they are: guessing "lune" would darken a lune-flux file (the newest lune-flux finetunes have no "flux" in their
 # folder names), while 1.0 at worst leaves a lune image a little hazy. The loader's log tells the user to pick one.
 UNNAMED = Variant(
-    name="unnamed-flow", prediction=FLOW, default_shift=2.0, latent_multiplier=1.0, hf_repo="", hf_unet_file=None,
+    name="unnamed-flow", prediction=FLOW, default_shift=2.0, latent_multiplier=1.0, hf_repo="",
     description="Nothing names the file's variant: sampled as rectified flow, latents left unchanged (1.0). Pick "
                 "the variant on Load Lune Model (lune needs the latent multiplier, lune-flux does not).")
 

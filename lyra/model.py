@@ -235,14 +235,7 @@ class LyraVAE(nn.Module):
             z = self.sample_latent(mu, logvar, generator)
         return self.decoders[name](z)
 
-    def forward(
-        self,
-        inputs: Mapping[str, torch.Tensor],
-        mode: str = "mean",
-        generator: torch.Generator | None = None,
-    ) -> dict[str, torch.Tensor]:
-        """Alias of :meth:`reconstruct`."""
-        return self.reconstruct(inputs, mode=mode, generator=generator)
+    forward = reconstruct  # ``module(inputs)`` is :meth:`reconstruct`
 
 
 def _check_modality_names(inputs: Mapping[str, torch.Tensor], names) -> None:

@@ -12,14 +12,6 @@ from . import comfy_internals as comfy_api
 from . import downloads, paths
 
 
-def _resolve(ckpt_name: str) -> str:
-    files = downloads.choice_files(ckpt_name, paths.CHECKPOINT_ENTRIES, paths.resolve_checkpoint)
-    if files is None:
-        raise MissingComponentError(f"checkpoint {ckpt_name!r} is not in models/checkpoints. Refresh the node list "
-                                    "(press R), copy the file there, or pick a [download] entry.")
-    return files[0]
-
-
 class LuneCheckpointLoader:
     """CheckpointLoaderSimple with ``[download]`` entries."""
 
@@ -43,6 +35,9 @@ class LuneCheckpointLoader:
         return downloads.choice_stamp(ckpt_name, paths.CHECKPOINT_ENTRIES, paths.resolve_checkpoint)
 
     def load(self, ckpt_name):
-        out = comfy_api.load_checkpoint_guess_config(_resolve(ckpt_name), output_vae=True, output_clip=True,
+        missing = MissingComponentError(f"checkpoint {ckpt_name!r} is not in models/checkpoints. Refresh the node "
+                                        "list (press R), copy the file there, or pick a [download] entry.")
+        path = downloads.choice_files(ckpt_name, paths.CHECKPOINT_ENTRIES, paths.resolve_checkpoint, missing)[0]
+        out = comfy_api.load_checkpoint_guess_config(path, output_vae=True, output_clip=True,
                                                      embedding_directory=comfy_api.get_folder_paths("embeddings"))
         return out[:3]

@@ -83,14 +83,17 @@ def entry_stamp(entry: DownloadEntry) -> str:
     return stamp(entry.repo, files, entry.folder)
 
 
-def choice_files(name: str, entries: Sequence[DownloadEntry], find: Callable[[str], str | None]) -> list[str] | None:
+def choice_files(name: str, entries: Sequence[DownloadEntry], find: Callable[[str], str | None],
+                 missing: LuneError) -> list[str]:
     """The files behind a dropdown choice: a ``[download]`` entry's (fetched now, the one to load first) or the one
-    file ``find`` locates; None when it is neither."""
+    file ``find`` locates; raises ``missing`` (naming the fix) when it is neither."""
     entry = paths.find_entry(name, entries)
     if entry is not None:
         return fetch_entry(entry)
     path = find(name)
-    return None if path is None else [path]
+    if path is None:
+        raise missing
+    return [path]
 
 
 def choice_stamp(name: str, entries: Sequence[DownloadEntry], find: Callable[[str], str | None],

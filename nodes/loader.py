@@ -29,10 +29,9 @@ def _shift_tooltip() -> str:
 
 def _resolve(model_name: str) -> tuple[str, str | None]:
     """(local path, variant implied by a download entry or None)."""
-    files = downloads.choice_files(model_name, paths.MODEL_ENTRIES, paths.resolve_model)
-    if files is None:
-        raise MissingComponentError(f"model file {model_name!r} was not found in models/checkpoints or "
+    missing = MissingComponentError(f"model file {model_name!r} was not found in models/checkpoints or "
                                     "models/diffusion_models. Refresh the node list (press R) or copy the file there.")
+    files = downloads.choice_files(model_name, paths.MODEL_ENTRIES, paths.resolve_model, missing)
     entry = paths.find_entry(model_name, paths.MODEL_ENTRIES)
     return files[0], entry.variant if entry else None
 
@@ -49,11 +48,9 @@ def _donor_stamp(checkpoint_name: str) -> str:
 
 
 def donor_path(checkpoint_name: str) -> str:
-    files = downloads.choice_files(checkpoint_name, paths.DONOR_ENTRIES, paths.resolve_checkpoint)
-    if files is None:
-        raise MissingComponentError(f"clip_vae_from: {checkpoint_name!r} is not in models/checkpoints. Refresh the "
+    missing = MissingComponentError(f"clip_vae_from: {checkpoint_name!r} is not in models/checkpoints. Refresh the "
                                     "node list (press R) or pick another SD1.5 checkpoint.")
-    return files[0]
+    return downloads.choice_files(checkpoint_name, paths.DONOR_ENTRIES, paths.resolve_checkpoint, missing)[0]
 
 
 class LuneModelLoader:

@@ -55,13 +55,19 @@ def _describe(names: list[str]) -> str:
     return " + ".join(ENCODER_NAMES.get(n, repr(n)) for n in names) or "an unknown text encoder"
 
 
+def require_encoders(obj, input_name: str, expected: list[str], need: str, empty: str, fix: str) -> None:
+    """The ``input_name`` input must be a ComfyUI text encoder whose clip names are ``expected``."""
+    if obj is None:
+        raise LyraInputError(f"{input_name} is empty{empty}. {fix}")
+    names = _encoder_names(obj)
+    if names != expected:
+        raise LyraInputError(f"{input_name} is {_describe(names)}, but {need}. {fix}")
+
+
 def check_clip(clip) -> None:
     """The clip input must be SD1.5 CLIP-L (one encoder named ``l``); warn about clip-skip."""
-    if clip is None:
-        raise LyraInputError(f"clip is empty (the model file has no CLIP). {CLIP_FIX}")
-    names = _encoder_names(clip)
-    if names != ["l"]:
-        raise LyraInputError(f"clip is {_describe(names)}, but Lyra was trained on SD1.5 CLIP-L (768 wide). {CLIP_FIX}")
+    require_encoders(clip, "clip", ["l"], "Lyra was trained on SD1.5 CLIP-L (768 wide)",
+                     " (the model file has no CLIP)", CLIP_FIX)
     layer_idx = getattr(clip, "layer_idx", None)
     if layer_idx not in (None, -1):
         log.warning("Lyra Encode: clip-skip is active (CLIP Set Last Layer %s); Lyra was trained on the last layer, "
@@ -70,11 +76,7 @@ def check_clip(clip) -> None:
 
 def check_t5(t5) -> None:
     """The t5 input must be ComfyUI's t5-base (``sa_t5``, clip name ``t5base``)."""
-    if t5 is None:
-        raise LyraInputError(f"t5 is empty. {T5_FIX}")
-    names = _encoder_names(t5)
-    if names != ["t5base"]:
-        raise LyraInputError(f"t5 is {_describe(names)}, but Lyra needs t5-base (768 wide). {T5_FIX}")
+    require_encoders(t5, "t5", ["t5base"], "Lyra needs t5-base (768 wide)", "", T5_FIX)
 
 
 def check_clip_width(cond: torch.Tensor, want: int) -> None:

@@ -15,12 +15,27 @@ import logging
 
 import torch
 
-from ..lyra import LyraInputError, LyraVAE, LyraXL
+from ..lyra import MODES, LyraInputError, LyraVAE, LyraXL
 from .comfy_internals import ModelPatcher, load_models_gpu, text_encoder_offload_device
 
 log = logging.getLogger("lune.lyra")
 
 LYRA_TYPE = "LYRA"
+
+
+def encode_widgets(t5_cut: str, sample_note: str, reconstruction: str) -> dict:
+    """The prompt and latent-draw inputs of both Lyra Encode nodes (text, mode, seed, strength), worded per node."""
+    return {
+        "text": ("STRING", {"multiline": True, "dynamicPrompts": True, "tooltip": (
+            "The prompt. CLIP reads it as usual (weights work); T5 gets it with (word:1.2) syntax and "
+            f"embedding: references removed{t5_cut}.")}),
+        "mode": (list(MODES), {"default": "mean", "tooltip": (
+            f"mean: z = mu, deterministic. sample: z = mu + sigma·noise from seed{sample_note}.")}),
+        "seed": ("INT", {"default": 0, "min": 0, "max": 0xffffffffffffffff,
+                         "tooltip": "Noise seed for sample mode (ignored in mean mode)."}),
+        "strength": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.05, "tooltip": (
+            f"1: {reconstruction}. Between: clip + strength·(lyra − clip).")}),
+    }
 
 
 def manage(vae: LyraVAE, load_device: torch.device) -> ModelPatcher:

@@ -17,7 +17,7 @@ import logging
 
 import torch
 
-from ..lyra import LyraCheckpointError, LyraInputError, load_any_lyra, transform_conditioning
+from ..lyra import MODES, LyraCheckpointError, LyraInputError, load_any_lyra, transform_conditioning
 
 from . import downloads, lyra_inputs, lyra_model, paths
 from .comfy_internals import text_encoder_device
@@ -32,11 +32,10 @@ DEVICES = (DEVICE_DEFAULT, "cpu")
 
 def resolve_lyra(lyra_name: str) -> tuple[str, str | None]:
     """(weights path, explicit config path or None = the reader looks beside the weights)."""
-    files = downloads.choice_files(lyra_name, paths.LYRA_ENTRIES, paths.resolve_lyra)
-    if files is None:
-        raise LyraCheckpointError(
-            f"Lyra file {lyra_name!r} was not found in models/lyra. Put model.pt (or a .safetensors) with its "
-            f"config.json in models/lyra/<folder>/ and refresh the node list (press R), or pick {DOWNLOAD_ENTRY!r}.")
+    missing = LyraCheckpointError(
+        f"Lyra file {lyra_name!r} was not found in models/lyra. Put model.pt (or a .safetensors) with its "
+        f"config.json in models/lyra/<folder>/ and refresh the node list (press R), or pick {DOWNLOAD_ENTRY!r}.")
+    files = downloads.choice_files(lyra_name, paths.LYRA_ENTRIES, paths.resolve_lyra, missing)
     if paths.find_entry(lyra_name, paths.LYRA_ENTRIES) is not None:
         config, weights = files  # a download entry lists config.json first
         return weights, config
@@ -96,17 +95,9 @@ class LyraEncode:
             "clip": ("CLIP", {"tooltip": "SD1.5 CLIP-L (from the checkpoint). No clip-skip: Lyra saw the last layer."}),
             "t5": ("CLIP", {"tooltip": "t5-base text encoder: CLIPLoader with type stable_audio."}),
             "lyra": (lyra_model.LYRA_TYPE, {"tooltip": "From Load Lyra (CLIP+T5 fusion)."}),
-            "text": ("STRING", {"multiline": True, "dynamicPrompts": True, "tooltip": (
-                "The prompt. CLIP reads it as usual (weights work); T5 gets it with (word:1.2) syntax and "
-                "embedding: references removed, cut to 77 tokens.")}),
-            "mode": (["mean", "sample"], {"default": "mean", "tooltip": (
-                "mean: z = mu, deterministic. sample: z = mu + sigma·noise from seed (what the author's code "
-                "does).")}),
-            "seed": ("INT", {"default": 0, "min": 0, "max": 0xffffffffffffffff,
-                             "tooltip": "Noise seed for sample mode (ignored in mean mode)."}),
-            "strength": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.05, "tooltip": (
-                "1: Lyra's reconstruction of CLIP (the author's behaviour). 0: plain CLIP conditioning. "
-                "Between: clip + strength·(lyra − clip).")}),
+            **lyra_model.encode_widgets(
+                t5_cut=", cut to 77 tokens", sample_note=" (what the author's code does)",
+                reconstruction="Lyra's reconstruction of CLIP (the author's behaviour). 0: plain CLIP conditioning"),
         }}
 
     RETURN_TYPES = ("CONDITIONING",)
@@ -121,7 +112,7 @@ class LyraEncode:
             raise LyraInputError("lyra is an SDXL Lyra (CLIP-L + CLIP-G + flan-t5-xl); Lyra Encode is for SD1.5's "
                                  "vae-lyra. Use Lyra Encode SDXL with an SDXL checkpoint's CLIP and Load Lyra T5-XL.")
         config = module.config
-        if mode not in ("mean", "sample"):
+        if mode not in MODES:
             raise LyraInputError(f"mode must be 'mean' or 'sample', got {mode!r}.")
         if not 0.0 <= float(strength) <= 1.0:
             raise LyraInputError(f"strength must be between 0 and 1, got {strength}.")

@@ -34,24 +34,16 @@ CLIP_LAYERS = ("auto", "stock SDXL (penultimate)", "last (final LayerNorm)")
 
 
 def check_clip(clip) -> None:
-    if clip is None:
-        raise LyraInputError(f"clip is empty (the model file has no CLIP). {CLIP_FIX}")
-    names = lyra_inputs._encoder_names(clip)
-    if names != ["g", "l"]:
-        raise LyraInputError(f"clip is {lyra_inputs._describe(names)}, but Lyra Encode SDXL needs SDXL's CLIP-L + "
-                             f"CLIP-G. {CLIP_FIX} For SD1.5 use Lyra Encode (CLIP-L + T5).")
+    lyra_inputs.require_encoders(clip, "clip", ["g", "l"], "Lyra Encode SDXL needs SDXL's CLIP-L + CLIP-G",
+                                 " (the model file has no CLIP)",
+                                 f"{CLIP_FIX} For SD1.5 use Lyra Encode (CLIP-L + T5).")
 
 
 def check_t5(t5, width: int) -> None:
-    if t5 is None:
-        raise LyraInputError(f"t5 is empty. {T5_FIX}")
-    names = lyra_inputs._encoder_names(t5)
-    if names == ["pile_t5xl"]:
+    if t5 is not None and lyra_inputs._encoder_names(t5) == ["pile_t5xl"]:
         raise LyraInputError("t5 was loaded by the stock Load CLIP, which reads flan-t5-xl as AuraFlow's Pile-T5 "
                              f"(another tokenizer, relative bias missing in 23 blocks). {T5_FIX}")
-    if names != [T5XL_NAME]:
-        raise LyraInputError(f"t5 is {lyra_inputs._describe(names)}, but this Lyra needs flan-t5-xl ({width} wide). "
-                             f"{T5_FIX}")
+    lyra_inputs.require_encoders(t5, "t5", [T5XL_NAME], f"this Lyra needs flan-t5-xl ({width} wide)", "", T5_FIX)
 
 
 def resolve_clip_layer(choice: str, trained_on: str) -> str:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 
-from ..lyra import LyraInputError, transform_sdxl_conditioning
+from ..lyra import MODES, LyraInputError, transform_sdxl_conditioning
 from ..lyra.xl_spec import CLIP_PENULTIMATE
 from . import lyra_model, lyra_xl_inputs
 
@@ -30,16 +30,9 @@ class LyraEncodeSDXL:
             "clip": ("CLIP", {"tooltip": "The SDXL checkpoint's CLIP (CLIP-L + CLIP-G)."}),
             "t5": ("CLIP", {"tooltip": "flan-t5-xl from Load Lyra T5-XL (flan-t5-xl)."}),
             "lyra": (lyra_model.LYRA_TYPE, {"tooltip": "An SDXL Lyra from Load Lyra (CLIP+T5 fusion)."}),
-            "text": ("STRING", {"multiline": True, "dynamicPrompts": True, "tooltip": (
-                "The prompt. CLIP reads it as usual (weights work); T5 gets it with (word:1.2) syntax and "
-                "embedding: references removed.")}),
-            "mode": (["mean", "sample"], {"default": "mean", "tooltip": (
-                "mean: z = mu, deterministic. sample: z = mu + sigma·noise from seed.")}),
-            "seed": ("INT", {"default": 0, "min": 0, "max": 0xffffffffffffffff,
-                             "tooltip": "Noise seed for sample mode (ignored in mean mode)."}),
-            "strength": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.05, "tooltip": (
-                "1: Lyra's reconstruction (the author's output). 0: the CLIP encode unchanged. "
-                "Between: clip + strength·(lyra − clip).")}),
+            **lyra_model.encode_widgets(
+                t5_cut="", sample_note="",
+                reconstruction="Lyra's reconstruction (the author's output). 0: the CLIP encode unchanged"),
             "clip_layer": (list(lyra_xl_inputs.CLIP_LAYERS), {"default": "auto", "tooltip": (
                 "CLIP states Lyra reads. auto: what the model was trained on (Illustrious: stock SDXL "
                 "penultimate; vae-lyra-sdxl-t5xl and adaptive-cantor: last layer with the final LayerNorm). "
@@ -59,7 +52,7 @@ class LyraEncodeSDXL:
                                  "(CLIP-L + T5) with an SD1.5 model, or load an SDXL Lyra (e.g. "
                                  "AbstractPhil/vae-lyra-xl-adaptive-cantor-illustrious).")
         spec = model.spec
-        if mode not in ("mean", "sample"):
+        if mode not in MODES:
             raise LyraInputError(f"mode must be 'mean' or 'sample', got {mode!r}.")
         if not 0.0 <= float(strength) <= 1.0:
             raise LyraInputError(f"strength must be between 0 and 1, got {strength}.")
