@@ -252,7 +252,8 @@ def _check_state(
     if problems:
         raise LyraCheckpointError(
             f"{path} is not a Lyra v1 (AbstractPhil/vae-lyra) state dict: {'; '.join(problems)}. "
-            f"Use model.pt from AbstractPhil/vae-lyra; other Lyra variants (SDXL, adaptive_cantor) are not supported."
+            f"Use model.pt from AbstractPhil/vae-lyra for SD1.5, or a published SDXL Lyra (vae-lyra-sdxl-t5xl, "
+            f"vae-lyra-xl-adaptive-cantor, …-illustrious) with its config.json for SDXL."
         )
 
     mismatched = [

@@ -70,6 +70,20 @@ def comfy_base() -> Path:
     return _BASE
 
 
+@pytest.fixture(autouse=True)
+def _links_into_tmp_path_go_with_it(request):
+    """Links a test placed in models/ pointing into its own tmp_path are removed after it: pytest deletes a passed
+    test's tmp_path (tmp_path_retention_policy), and ComfyUI's cached file list fails on a folder that vanished
+    (``os.path.getmtime`` in ``folder_paths.cached_filename_list_``) until the models folder itself changes."""
+    own = str(request.getfixturevalue("tmp_path")) if "tmp_path" in request.fixturenames else None
+    yield  # (tmp_path, set up before this point, is torn down after it)
+    if _BASE is None or own is None:
+        return
+    for link in (_BASE / "models").rglob("*"):
+        if link.is_symlink() and os.path.commonpath([own, os.readlink(link)]) == own:
+            link.unlink()
+
+
 @pytest.fixture(scope="session")
 def comfy(comfy_base):
     """The in-process ComfyUI with the pack loaded (booted once)."""

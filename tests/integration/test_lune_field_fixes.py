@@ -59,6 +59,7 @@ def extra_models_root(tmp_path):
     finally:
         for folder, path in added:
             folder_paths.folder_names_and_paths[folder][0].remove(path)
+            folder_paths.filename_list_cache.pop(folder, None)  # it lists the root pytest deletes with tmp_path
 
 
 # ----------------------------------------------------------------------------------------- 1. detection sources

@@ -422,7 +422,7 @@ def test_download_entry_offline_then_from_local_folder(comfy, comfy_base, names,
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "empty_hf_cache"))
-    local = Path(pack.paths.download_root(pack.PUBLISHED_REPO, pack.paths.LYRA_FOLDER))
+    local = Path(pack.paths.download_root(pack.paths.LYRA_ENTRY.repo, pack.paths.LYRA_FOLDER))
     assert not local.exists()
     entry = pack.DOWNLOAD_ENTRY
     assert entry in comfy.nodes.NODE_CLASS_MAPPINGS["LyraLoader"].INPUT_TYPES()["required"]["lyra_name"][0]

@@ -45,7 +45,8 @@ PROBE_PACK = textwrap.dedent('''
 
         def probe(self, model, record_to):
             m = model.clone()
-            forward = m.model.diffusion_model.forward
+            unet = m.model.diffusion_model
+            forward = type(unet).forward.__get__(unet)  # the class's: an earlier probe's patch may still be applied
             calls = {}
 
             def unet_wrapper(apply_model, args):
@@ -109,7 +110,9 @@ def run_and_record(srv, scheduler: str, tmp_path) -> list[dict]:
     record = tmp_path / f"calls_{scheduler}.jsonl"
     entry = srv.run(clownshark_graph(srv, scheduler, str(record)), timeout=600)
     assert "rejected" not in entry, entry.get("rejected")
-    assert entry["status"]["status_str"] == "success", execution_error(entry)
+    error = execution_error(entry) or {}
+    assert entry["status"]["status_str"] == "success", (f"{error.get('exception_type')}: "
+                                                        f"{error.get('exception_message')}")
     return [json.loads(line) for line in record.read_text().splitlines()]
 
 
