@@ -166,7 +166,14 @@ def main(argv: list[str]) -> int:
         for kind, method, count in plan(counts):
             if kind == "pair":
                 ours, ours_out = run("pack", method, count, folder)
-                theirs, theirs_out = run("mecha", method, count, folder)
+                try:
+                    theirs, theirs_out = run("mecha", method, count, folder)
+                except RuntimeError as e:  # e.g. killed by the kernel for lack of memory: recorded, not fatal
+                    print(e, file=sys.stderr, flush=True)
+                    done["pairs"].append((method, count, ours, None))
+                    os.unlink(ours_out)
+                    report(done, base, time.perf_counter() - started)
+                    continue
                 worst, scale = max_difference(ours_out, theirs_out, base)
                 os.unlink(ours_out)
                 os.unlink(theirs_out)
@@ -196,6 +203,11 @@ def report(done: dict, base: str, total: float) -> None:
              "sd-mecha peak above pre-merge | targets (time, memory) |",
              "|---|---|---|---|---|---|---|---|"]
     for method, count, ours, theirs in done["pairs"]:
+        if theirs is None:
+            lines.append(f"| {method} | {count} | {ours['seconds']:.0f} | failed (see the log: killed by the kernel "
+                         f"means out of memory) | — | {gib(above(ours))} | — | —, "
+                         f"{'met' if above(ours) <= TARGET_BYTES else 'MISSED'} |")
+            continue
         ratio = ours["seconds"] / theirs["seconds"]
         lines.append(f"| {method} | {count} | {ours['seconds']:.0f} | {theirs['seconds']:.0f} | {ratio:.2f} | "
                      f"{gib(above(ours))} | {gib(above(theirs))} | {'met' if ratio <= 0.5 else 'MISSED'}, "
