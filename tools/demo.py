@@ -58,7 +58,7 @@ def _models(base: Path) -> tuple[str, str, str]:
 
 
 def main() -> int:
-    logging.basicConfig(level=logging.INFO, format="[main-job] %(message)s")
+    logging.basicConfig(level=logging.INFO, format="[demo] %(message)s")
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     base = ARTIFACTS / "comfy-base"
     shutil.rmtree(base, ignore_errors=True)
