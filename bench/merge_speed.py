@@ -170,15 +170,12 @@ def main(argv: list[str]) -> int:
                     theirs, theirs_out = run("mecha", method, count, folder)
                 except RuntimeError as e:  # e.g. killed by the kernel for lack of memory: recorded, not fatal
                     print(e, file=sys.stderr, flush=True)
-                    done["pairs"].append((method, count, ours, None))
-                    os.unlink(ours_out)
-                    report(done, base, time.perf_counter() - started)
-                    continue
-                worst, scale = max_difference(ours_out, theirs_out, base)
+                    theirs = None
+                if theirs is not None:
+                    done["diffs"].append((method, count, *max_difference(ours_out, theirs_out, base)))
+                    os.unlink(theirs_out)
                 os.unlink(ours_out)
-                os.unlink(theirs_out)
                 done["pairs"].append((method, count, ours, theirs))
-                done["diffs"].append((method, count, worst, scale))
             else:
                 result, out = run(kind, method, count, folder)
                 os.unlink(out)

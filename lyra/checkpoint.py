@@ -295,8 +295,10 @@ def load_lyra(
     path_or_dir: str | os.PathLike[str],
     config: LyraConfig | Mapping[str, Any] | str | os.PathLike[str] | None = None,
     device: str | torch.device = "cpu",
+    raw: RawCheckpoint | None = None,
 ) -> LyraVAE:
-    """Load Lyra v1 weights into an eval-mode fp32 :class:`LyraVAE` on ``device``.
+    """Load Lyra v1 weights into an eval-mode fp32 :class:`LyraVAE` on ``device`` (``raw``: the file already read
+    by :func:`read_checkpoint`, so it is not read again).
 
     Parameters are frozen (``requires_grad=False``). The stored
     ``fusion.modality_cantor_coords`` / ``fusion.modality_routes`` buffers are
@@ -308,7 +310,7 @@ def load_lyra(
     run code; refused, nothing executed) or :class:`LyraConfigError`.
     """
     path = resolve_checkpoint_path(path_or_dir)
-    raw = read_checkpoint(path)
+    raw = raw if raw is not None else read_checkpoint(path)
     cfg, source = _resolve_config(config, path, raw.embedded_config)
     logger.info("Lyra: loading %s (%s) with config from %s", path, raw.format, source)
     if raw.meta:

@@ -211,6 +211,5 @@ def load_any_lyra(path: str, config_path: str | None = None, device: str | torch
 
     raw = read_checkpoint(path)
     if is_sd15_lyra(raw.state) or not _modalities(raw.state):  # v1, or no Lyra at all: the v1 reader says why
-        del raw
-        return load_lyra(path, config=config_path, device=device)
+        return load_lyra(path, config=config_path, device=device, raw=raw)
     return load_lyra_xl(path, config_path, device, state=raw.state, embedded=raw.embedded_config)

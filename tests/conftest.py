@@ -79,9 +79,10 @@ def _links_into_tmp_path_go_with_it(request):
     yield  # (tmp_path, set up before this point, is torn down after it)
     if _BASE is None or own is None:
         return
-    for link in (_BASE / "models").rglob("*"):
-        if link.is_symlink() and os.path.commonpath([own, os.readlink(link)]) == own:
-            link.unlink()
+    for folder, dirs, files in os.walk(_BASE / "models"):  # os.walk does not descend into linked folders
+        for link in (os.path.join(folder, name) for name in dirs + files):
+            if os.path.islink(link) and os.path.commonpath([own, os.readlink(link)]) == own:
+                os.unlink(link)
 
 
 @pytest.fixture(scope="session")

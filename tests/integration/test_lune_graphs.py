@@ -1,4 +1,4 @@
-"""Issue 2 acceptance in the real ComfyUI: every format runs the stock txt2img graph and writes a PNG."""
+"""In the real ComfyUI, every checkpoint format runs the stock txt2img graph and writes a PNG."""
 from __future__ import annotations
 
 import pytest
