@@ -19,9 +19,8 @@ class LuneCheckpointLoader:
     def INPUT_TYPES(cls):
         return {"required": {
             "ckpt_name": (paths.list_checkpoints(paths.CHECKPOINT_ENTRIES), {"tooltip": (
-                "A checkpoint in models/checkpoints, or a [download] entry: fetches the repository's single-file "
-                "checkpoint from Hugging Face into models/checkpoints/<owner>_<repo>/ (resumable: Cancel keeps the "
-                "part downloaded; honours HF_HUB_OFFLINE).")}),
+                "A checkpoint in models/checkpoints, or a [download] entry. " + downloads.entries_tooltip(
+                    "checkpoints", "A [download] entry fetches the repository's single-file checkpoint"))}),
         }}
 
     RETURN_TYPES = ("MODEL", "CLIP", "VAE")

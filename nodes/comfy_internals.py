@@ -1,18 +1,90 @@
 """The pack's one boundary to ComfyUI internals: every ``comfy.*`` / ``folder_paths`` symbol the pack uses.
 
-Nothing else in the pack imports ComfyUI. Each symbol is bound here once, by name, with the reason the pack needs
-it; where ComfyUI moved or added something between the supported versions (0.3.75 and 0.28.2), the binding
-feature-detects it (several candidate paths, newest first, or an optional symbol that callers test for). A
-required symbol that a ComfyUI release no longer has stops the pack at import time with a message naming the
-symbol, instead of a user's workflow failing later; ``tests/integration/test_comfy_contract.py`` binds every entry
-on each supported version. The list is mirrored in docs/reference.md ("ComfyUI internals the pack uses").
+Nothing else in the pack imports ComfyUI. Each symbol is one row of ``TABLE`` below, with the reason the pack needs
+it, and is bound once, at import, by name (``from .comfy_internals import CLIP`` or ``comfy_api.CLIP``). Where
+ComfyUI moved or added something between the supported versions (0.3.75 and 0.28.2), a row names several candidate
+paths (``a or b``: the first found wins) or marks the symbol optional (``?``: absent → None, callers test for it).
+A required symbol that a ComfyUI release no longer has stops the pack at import time with a message naming the
+symbol, instead of a user's workflow failing later; ``tests/integration/test_comfy_contract.py`` binds every row on
+each supported version and keeps docs/reference.md ("ComfyUI internals the pack uses") equal to the table.
 """
 from __future__ import annotations
 
 import importlib
 import inspect
+import os
+import re
 from dataclasses import dataclass
 from typing import Any
+
+# One row per symbol: ``dotted.path[ or other.path][?][ as name]: why``. The name in the pack is the path's last part
+# unless ``as`` gives another; ``?`` makes it optional; indented lines continue the why; ``#`` lines are headings.
+TABLE = """
+# -- model folders (folder_paths)
+folder_paths.get_full_path: resolve a listed model name to its file
+folder_paths.get_filename_list: the model lists of the loader and merge combos
+folder_paths.get_folder_paths: model folder roots (path containment, embeddings)
+folder_paths.add_model_folder_path: register models/lyra
+folder_paths.folder_names_and_paths: add the .pt extensions to models/lyra
+folder_paths.supported_pt_extensions: the weight file extensions ComfyUI lists
+folder_paths.models_dir: where downloads are placed (read at call time: models_dir())
+
+# -- building models (comfy.sd): the stock loaders, so a Lune MODEL is a stock MODEL
+comfy.sd.load_state_dict_guess_config: build MODEL, CLIP and VAE from a single-file checkpoint's state dict (as
+    CheckpointLoaderSimple)
+comfy.sd.load_diffusion_model_state_dict: build MODEL from a UNet-only state dict, LDM or diffusers keys (as
+    UNETLoader)
+comfy.sd.load_checkpoint_guess_config: load the merged checkpoint the merge node wrote; Load Checkpoint (Lune
+    downloads)
+comfy.sd.CLIP: build CLIP from a donor checkpoint's CLIP tensors (clip_vae_from)
+comfy.sd.VAE: build VAE from a donor checkpoint's VAE tensors (clip_vae_from)
+comfy.supported_models.SD15: recognise SD1.5 models; the donor CLIP/VAE key layout
+comfy.model_patcher.ModelPatcher: manage Lyra like a text encoder; recognise a MODEL/LYRA input
+
+# -- tensors and progress (comfy.utils)
+comfy.utils.ProgressBar: progress bars (downloads, merge, hand-off)
+comfy.utils.calculate_parameters: parameter count ComfyUI's CLIP wants (clip_vae_from)
+comfy.utils.state_dict_prefix_replace: split a donor checkpoint into its VAE tensors, as comfy.sd does
+comfy.utils.unet_to_diffusers: ComfyUI's LDM ↔ diffusers UNet key map (merging files of both layouts)
+comfy.model_detection.unet_config_from_diffusers_unet: recognise a diffusers-named UNet from its tensor names and
+    shapes (the merge's key map)
+
+# -- devices, memory and cancel (comfy.model_management)
+comfy.model_management.load_models_gpu: load Lyra onto its device before an encode
+comfy.model_management.text_encoder_device: Lyra's default device, as ComfyUI's text encoders
+comfy.model_management.text_encoder_offload_device: where Lyra goes when memory is needed
+comfy.model_management.intermediate_device: the device conditioning tensors are returned on
+comfy.model_management.throw_exception_if_processing_interrupted: Cancel during long work (merge, downloads)
+comfy.model_management.processing_interrupted: poll Cancel while waiting for a download
+comfy.model_management.InterruptProcessingException: what Cancel raises; ComfyUI reports it as an interruption, not an
+    error
+
+# -- sampling (comfy.model_sampling, comfy.samplers, comfy.k_diffusion)
+comfy.model_sampling.ModelSamplingDiscreteFlow: base of the flow sampling patch (shifted σ, timestep = multiplier·σ)
+comfy.model_sampling.ModelSamplingDiscrete: base of Sol's and the discrete-schedule patches
+comfy.model_sampling.ModelSamplingFlux: recognise a stock Flux patch, whose shift is μ, and refuse to build grids from
+    it
+comfy.model_sampling.CONST: flow prediction: x0 = x − σ·v
+comfy.model_sampling.EPS: ε prediction for the discrete-schedule patch
+comfy.model_sampling.V_PREDICTION: v prediction for Sol and the discrete-schedule patch
+comfy.samplers.KSAMPLER: the SAMPLER object of Lune Sampler Adapter
+comfy.samplers.KSampler: its SAMPLERS/SCHEDULERS lists feed the stock KSampler combos
+comfy.samplers.KSAMPLER_NAMES: register lune_euler
+comfy.samplers.SAMPLER_NAMES: register lune_euler
+comfy.samplers.SCHEDULER_NAMES: register lune_flow
+comfy.samplers.SCHEDULER_HANDLERS: register lune_flow
+comfy.samplers.SchedulerHandler: register lune_flow
+comfy.k_diffusion.sampling as k_diffusion_sampling: KSampler looks samplers up there as sample_<name>
+
+# -- text encoders (comfy.sd1_clip, comfy.text_encoders.t5): flan-t5-xl for Lyra-XL, built from ComfyUI's own T5
+comfy.sd1_clip.SDClipModel: base of the flan-t5-xl encoder (tokens → masked T5 states, as ComfyUI's T5 encoders)
+comfy.sd1_clip.SD1ClipModel: the named wrapper a CLIP object holds (clip name t5xl)
+comfy.sd1_clip.SDTokenizer: the flan-t5-xl tokenizer (ComfyUI's T5 one)
+comfy.sd1_clip.SD1Tokenizer: the named tokenizer wrapper (t5xl)
+comfy.text_encoders.t5.T5: ComfyUI's T5 encoder module, built with a T5 v1.1 XL config
+comfy.text_encoders.t5 as t5_module: where ComfyUI ships the T5 tokenizer (t5_tokenizer/)
+transformers.T5TokenizerFast: the tokenizer class ComfyUI's T5 encoders use with that folder
+"""
 
 
 @dataclass(frozen=True)
@@ -29,7 +101,9 @@ class MissingComfyInternal(ImportError):
 
 
 INTERNALS: dict[str, Internal] = {}
+_BOUND: dict[str, Any] = {}
 _MISSING = object()
+_ROW = re.compile(r"^(?P<paths>[\w.]+(?: or [\w.]+)*)(?P<optional>\?)?(?: as (?P<name>\w+))?: (?P<why>.+)$")
 
 
 def lookup(path: str) -> Any:
@@ -54,43 +128,59 @@ def comfyui_version() -> str:
     return "unknown" if version is _MISSING else str(version)
 
 
+def parse_table(text: str) -> list[Internal]:
+    """The rows of ``TABLE`` (continuation lines joined to their row)."""
+    rows: list[str] = []
+    for line in text.splitlines():
+        if line.startswith("    ") and rows:
+            rows[-1] += " " + line.strip()
+        elif line.strip() and not line.startswith("#"):
+            rows.append(line.strip())
+    internals = []
+    for row in rows:
+        match = _ROW.match(row)
+        if match is None:
+            raise ValueError(f"comfy_internals.TABLE: cannot read the row {row!r}")
+        paths = tuple(match["paths"].split(" or "))
+        name = match["name"] or paths[0].rsplit(".", 1)[-1]
+        internals.append(Internal(name, paths, match["why"], required=not match["optional"]))
+    return internals
+
+
 def _bind(name: str, *paths: str, why: str, required: bool = True) -> Any:
+    """Register ``name`` and return the first of ``paths`` this ComfyUI has (None for an absent optional one)."""
     INTERNALS[name] = Internal(name, paths, why, required)
-    for path in paths:
-        obj = lookup(path)
-        if obj is not _MISSING:
-            return obj
-    if required:
+    obj = bound(name)
+    if obj is None and required:
         raise MissingComfyInternal(
             f"ComfyUI-Lune needs {' or '.join(paths)} ({why}), which this ComfyUI ({comfyui_version()}) does not "
             "have. Update ComfyUI-Lune, or use a ComfyUI version listed in its README.")
-    return None
+    return obj
 
 
 def bound(name: str) -> Any:
     """The object bound for ``name`` now (None for an absent optional symbol); the contract test uses it."""
-    internal = INTERNALS[name]
-    for path in internal.paths:
+    for path in INTERNALS[name].paths:
         obj = lookup(path)
         if obj is not _MISSING:
             return obj
     return None
 
 
-# -- model folders (folder_paths) ---------------------------------------------------------------------------------
-get_full_path = _bind("get_full_path", "folder_paths.get_full_path",
-                      why="resolve a listed model name to its file")
-get_filename_list = _bind("get_filename_list", "folder_paths.get_filename_list",
-                          why="the model lists of the loader and merge combos")
-get_folder_paths = _bind("get_folder_paths", "folder_paths.get_folder_paths",
-                         why="model folder roots (path containment, embeddings)")
-add_model_folder_path = _bind("add_model_folder_path", "folder_paths.add_model_folder_path",
-                              why="register models/lyra")
-_folder_names_and_paths = _bind("folder_names_and_paths", "folder_paths.folder_names_and_paths",
-                                why="add the .pt extensions to models/lyra")
-supported_pt_extensions = _bind("supported_pt_extensions", "folder_paths.supported_pt_extensions",
-                                why="the weight file extensions ComfyUI lists")
-_bind("models_dir", "folder_paths.models_dir", why="where downloads are placed (read at call time: models_dir())")
+for _internal in parse_table(TABLE):
+    _BOUND[_internal.name] = _bind(_internal.name, *_internal.paths, why=_internal.why, required=_internal.required)
+
+
+def __getattr__(name: str) -> Any:
+    """``comfy_internals.<name>`` for every row of the table."""
+    try:
+        return _BOUND[name]
+    except KeyError:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_BOUND))
 
 
 def models_dir() -> str:
@@ -99,29 +189,12 @@ def models_dir() -> str:
 
 
 def folder_extensions(folder: str) -> set:
-    return _folder_names_and_paths[folder][1]
+    return _BOUND["folder_names_and_paths"][folder][1]
 
-
-# -- building models (comfy.sd): the stock loaders, so a Lune MODEL is a stock MODEL --------------------------------
-load_state_dict_guess_config = _bind(
-    "load_state_dict_guess_config", "comfy.sd.load_state_dict_guess_config",
-    why="build MODEL, CLIP and VAE from a single-file checkpoint's state dict (as CheckpointLoaderSimple)")
-load_diffusion_model_state_dict = _bind(
-    "load_diffusion_model_state_dict", "comfy.sd.load_diffusion_model_state_dict",
-    why="build MODEL from a UNet-only state dict, LDM or diffusers keys (as UNETLoader)")
-load_checkpoint_guess_config = _bind(
-    "load_checkpoint_guess_config", "comfy.sd.load_checkpoint_guess_config",
-    why="load the merged checkpoint the merge node wrote; Load Checkpoint (Lune downloads)")
-CLIP = _bind("CLIP", "comfy.sd.CLIP", why="build CLIP from a donor checkpoint's CLIP tensors (clip_vae_from)")
-VAE = _bind("VAE", "comfy.sd.VAE", why="build VAE from a donor checkpoint's VAE tensors (clip_vae_from)")
-SD15 = _bind("SD15", "comfy.supported_models.SD15",
-             why="recognise SD1.5 models; the donor CLIP/VAE key layout")
-ModelPatcher = _bind("ModelPatcher", "comfy.model_patcher.ModelPatcher",
-                     why="manage Lyra like a text encoder; recognise a MODEL/LYRA input")
 
 # 0.28.x: loaders take ``disable_dynamic`` and register a reload factory (``cached_patcher_init``) on what they
 # return, used by Dynamic VRAM's non-dynamic delegate and by multi-GPU deep clones.
-DYNAMIC_LOADERS = "disable_dynamic" in inspect.signature(load_diffusion_model_state_dict).parameters
+DYNAMIC_LOADERS = "disable_dynamic" in inspect.signature(_BOUND["load_diffusion_model_state_dict"]).parameters
 
 
 def register_reload_factory(patcher, factory, args: tuple, index: int | None = None) -> None:
@@ -133,17 +206,18 @@ def register_reload_factory(patcher, factory, args: tuple, index: int | None = N
 
 
 # 0.28.x: ``CLIP(..., state_dict=)`` loads the weights in the constructor (and logs missing keys itself).
-CLIP_LOADS_STATE_DICT = "state_dict" in inspect.signature(CLIP.__init__).parameters
+CLIP_LOADS_STATE_DICT = "state_dict" in inspect.signature(_BOUND["CLIP"].__init__).parameters
 
 
 def build_clip(clip_target, clip_sd: dict, embedding_directory) -> tuple[Any, list[str]]:
     """(CLIP with ``clip_sd`` loaded, missing keys) the way this ComfyUI's checkpoint loader builds it; on versions
     whose constructor loads the weights, ComfyUI reports missing keys itself and the list is empty."""
+    clip_class = _BOUND["CLIP"]
     kwargs = {"embedding_directory": embedding_directory, "tokenizer_data": clip_sd,
-              "parameters": calculate_parameters(clip_sd)}
+              "parameters": _BOUND["calculate_parameters"](clip_sd)}
     if CLIP_LOADS_STATE_DICT:
-        return CLIP(clip_target, state_dict=clip_sd, **kwargs), []
-    clip = CLIP(clip_target, **kwargs)
+        return clip_class(clip_target, state_dict=clip_sd, **kwargs), []
+    clip = clip_class(clip_target, **kwargs)
     missing, _ = clip.load_sd(clip_sd, full_model=True)
     return clip, list(missing)
 
@@ -153,73 +227,6 @@ def stock_load_options(disable_dynamic: bool) -> dict:
     return {"disable_dynamic": disable_dynamic} if DYNAMIC_LOADERS else {}
 
 
-# -- tensors and progress (comfy.utils) ----------------------------------------------------------------------------
-ProgressBar = _bind("ProgressBar", "comfy.utils.ProgressBar", why="progress bars (downloads, merge, hand-off)")
-calculate_parameters = _bind("calculate_parameters", "comfy.utils.calculate_parameters",
-                             why="parameter count ComfyUI's CLIP wants (clip_vae_from)")
-state_dict_prefix_replace = _bind("state_dict_prefix_replace", "comfy.utils.state_dict_prefix_replace",
-                                  why="split a donor checkpoint into its VAE tensors, as comfy.sd does")
-unet_to_diffusers = _bind("unet_to_diffusers", "comfy.utils.unet_to_diffusers",
-                          why="ComfyUI's LDM ↔ diffusers UNet key map (merging files of both layouts)")
-unet_config_from_diffusers_unet = _bind(
-    "unet_config_from_diffusers_unet", "comfy.model_detection.unet_config_from_diffusers_unet",
-    why="recognise a diffusers-named UNet from its tensor names and shapes (the merge's key map)")
-
-# -- devices, memory and cancel (comfy.model_management) -----------------------------------------------------------
-load_models_gpu = _bind("load_models_gpu", "comfy.model_management.load_models_gpu",
-                        why="load Lyra onto its device before an encode")
-text_encoder_device = _bind("text_encoder_device", "comfy.model_management.text_encoder_device",
-                            why="Lyra's default device, as ComfyUI's text encoders")
-text_encoder_offload_device = _bind("text_encoder_offload_device",
-                                    "comfy.model_management.text_encoder_offload_device",
-                                    why="where Lyra goes when memory is needed")
-intermediate_device = _bind("intermediate_device", "comfy.model_management.intermediate_device",
-                            why="the device conditioning tensors are returned on")
-throw_exception_if_processing_interrupted = _bind(
-    "throw_exception_if_processing_interrupted", "comfy.model_management.throw_exception_if_processing_interrupted",
-    why="Cancel during long work (merge, downloads)")
-processing_interrupted = _bind("processing_interrupted", "comfy.model_management.processing_interrupted",
-                               why="poll Cancel while waiting for a download")
-InterruptProcessingException = _bind("InterruptProcessingException",
-                                     "comfy.model_management.InterruptProcessingException",
-                                     why="what Cancel raises; ComfyUI reports it as an interruption, not an error")
-
-# -- sampling (comfy.model_sampling, comfy.samplers, comfy.k_diffusion) ---------------------------------------------
-ModelSamplingDiscreteFlow = _bind("ModelSamplingDiscreteFlow", "comfy.model_sampling.ModelSamplingDiscreteFlow",
-                                  why="base of the flow sampling patch (shifted σ, timestep = multiplier·σ)")
-ModelSamplingDiscrete = _bind("ModelSamplingDiscrete", "comfy.model_sampling.ModelSamplingDiscrete",
-                              why="base of Sol's and the discrete-schedule patches")
-ModelSamplingFlux = _bind("ModelSamplingFlux", "comfy.model_sampling.ModelSamplingFlux",
-                          why="recognise a stock Flux patch, whose shift is μ, and refuse to build grids from it")
-CONST = _bind("CONST", "comfy.model_sampling.CONST", why="flow prediction: x0 = x − σ·v")
-EPS = _bind("EPS", "comfy.model_sampling.EPS", why="ε prediction for the discrete-schedule patch")
-V_PREDICTION = _bind("V_PREDICTION", "comfy.model_sampling.V_PREDICTION",
-                     why="v prediction for Sol and the discrete-schedule patch")
-KSAMPLER = _bind("KSAMPLER", "comfy.samplers.KSAMPLER", why="the SAMPLER object of Lune Sampler Adapter")
-KSampler = _bind("KSampler", "comfy.samplers.KSampler",
-                 why="its SAMPLERS/SCHEDULERS lists feed the stock KSampler combos")
-KSAMPLER_NAMES = _bind("KSAMPLER_NAMES", "comfy.samplers.KSAMPLER_NAMES", why="register lune_euler")
-SAMPLER_NAMES = _bind("SAMPLER_NAMES", "comfy.samplers.SAMPLER_NAMES", why="register lune_euler")
-SCHEDULER_NAMES = _bind("SCHEDULER_NAMES", "comfy.samplers.SCHEDULER_NAMES", why="register lune_flow")
-SCHEDULER_HANDLERS = _bind("SCHEDULER_HANDLERS", "comfy.samplers.SCHEDULER_HANDLERS", why="register lune_flow")
-SchedulerHandler = _bind("SchedulerHandler", "comfy.samplers.SchedulerHandler", why="register lune_flow")
-k_diffusion_sampling = _bind("k_diffusion_sampling", "comfy.k_diffusion.sampling",
-                             why="KSampler looks samplers up there as sample_<name>")
-# -- text encoders (comfy.sd1_clip, comfy.text_encoders.t5): flan-t5-xl for Lyra-XL, built from ComfyUI's own T5 -------
-SDClipModel = _bind("SDClipModel", "comfy.sd1_clip.SDClipModel",
-                    why="base of the flan-t5-xl encoder (tokens → masked T5 states, as ComfyUI's T5 encoders)")
-SD1ClipModel = _bind("SD1ClipModel", "comfy.sd1_clip.SD1ClipModel",
-                     why="the named wrapper a CLIP object holds (clip name t5xl)")
-SDTokenizer = _bind("SDTokenizer", "comfy.sd1_clip.SDTokenizer", why="the flan-t5-xl tokenizer (ComfyUI's T5 one)")
-SD1Tokenizer = _bind("SD1Tokenizer", "comfy.sd1_clip.SD1Tokenizer", why="the named tokenizer wrapper (t5xl)")
-T5 = _bind("T5", "comfy.text_encoders.t5.T5", why="ComfyUI's T5 encoder module, built with a T5 v1.1 XL config")
-_t5_module = _bind("t5_module", "comfy.text_encoders.t5", why="where ComfyUI ships the T5 tokenizer (t5_tokenizer/)")
-T5TokenizerFast = _bind("T5TokenizerFast", "transformers.T5TokenizerFast",
-                        why="the tokenizer class ComfyUI's T5 encoders use with that folder")
-
-
 def t5_tokenizer_dir() -> str:
     """ComfyUI's T5 sentencepiece tokenizer folder (``comfy/text_encoders/t5_tokenizer``)."""
-    import os
-
-    return os.path.join(os.path.dirname(os.path.realpath(_t5_module.__file__)), "t5_tokenizer")
+    return os.path.join(os.path.dirname(os.path.realpath(_BOUND["t5_module"].__file__)), "t5_tokenizer")

@@ -25,6 +25,13 @@ log = logging.getLogger("lune")
 STEPS_PER_FILE = 100
 
 
+def entries_tooltip(folder: str, what: str = "[download] entries fetch the published weights") -> str:
+    """The sentence every loader with ``[download]`` entries ends its tooltip with: where the files go and how a
+    download behaves (resumable, cancellable, offline mode)."""
+    return (f"{what} from Hugging Face into models/{folder}/<owner>_<repo>/ (resumable: Cancel keeps the part "
+            "downloaded; honours HF_HUB_OFFLINE).")
+
+
 def _fetch_one(repo_id: str, name: str, local: str, report) -> str:
     try:
         return hub.fetch(repo_id, name, local, progress=report, cancelled=comfy_api.processing_interrupted)

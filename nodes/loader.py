@@ -62,9 +62,7 @@ class LuneModelLoader:
             "model_name": (paths.list_models(), {"tooltip": (
                 "Lune/Sol checkpoint: single-file (.safetensors/.ckpt) in models/checkpoints, a diffusers "
                 "unet/diffusion_pytorch_model.safetensors or a training-state .pt in models/diffusion_models. "
-                "[download] entries fetch the published weights from Hugging Face into "
-                "models/diffusion_models/<owner>_<repo>/ (resumable: Cancel keeps the part downloaded; honours "
-                "HF_HUB_OFFLINE).")}),
+                + downloads.entries_tooltip("diffusion_models"))}),
             "variant": ([AUTO, *VARIANT_NAMES], {"default": AUTO, "tooltip": (
                 "auto: read from the file's metadata and path, and from a diffusers folder's model_index.json / "
                 "scheduler config (the log says what was chosen). lune / lune-flux: rectified flow. sol: "

@@ -23,9 +23,13 @@ log = logging.getLogger("lune.lyra")
 LYRA_TYPE = "LYRA"
 
 
-def encode_widgets(t5_cut: str, sample_note: str, reconstruction: str) -> dict:
-    """The prompt and latent-draw inputs of both Lyra Encode nodes (text, mode, seed, strength), worded per node."""
+def encode_inputs(clip: str, t5: str, lyra: str, t5_cut: str, sample_note: str, reconstruction: str) -> dict:
+    """The inputs both Lyra Encode nodes share (clip, t5, lyra, text, mode, seed, strength), worded per node: the
+    first three are the tooltips of the encoder inputs."""
     return {
+        "clip": ("CLIP", {"tooltip": clip}),
+        "t5": ("CLIP", {"tooltip": t5}),
+        "lyra": (LYRA_TYPE, {"tooltip": lyra}),
         "text": ("STRING", {"multiline": True, "dynamicPrompts": True, "tooltip": (
             "The prompt. CLIP reads it as usual (weights work); T5 gets it with (word:1.2) syntax and "
             f"embedding: references removed{t5_cut}.")}),
@@ -36,6 +40,14 @@ def encode_widgets(t5_cut: str, sample_note: str, reconstruction: str) -> dict:
         "strength": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.05, "tooltip": (
             f"1: {reconstruction}. Between: clip + strength·(lyra − clip).")}),
     }
+
+
+def check_draw(mode: str, strength: float) -> None:
+    """Refuse a ``mode`` / ``strength`` pair the Lyra Encode nodes cannot use (API prompts bypass the widgets)."""
+    if mode not in MODES:
+        raise LyraInputError(f"mode must be 'mean' or 'sample', got {mode!r}.")
+    if not 0.0 <= float(strength) <= 1.0:
+        raise LyraInputError(f"strength must be between 0 and 1, got {strength}.")
 
 
 def manage(vae: LyraVAE, load_device: torch.device) -> ModelPatcher:

@@ -17,7 +17,7 @@ import logging
 
 import torch
 
-from ..lyra import MODES, LyraCheckpointError, LyraInputError, load_any_lyra, transform_conditioning
+from ..lyra import LyraCheckpointError, LyraInputError, load_any_lyra, transform_conditioning
 
 from . import downloads, lyra_inputs, lyra_model, paths
 from .comfy_internals import text_encoder_device
@@ -58,8 +58,8 @@ class LyraLoader:
             "required": {
                 "lyra_name": (paths.list_lyra(), {"tooltip": (
                     "Lyra weights in models/lyra (model.pt or .safetensors, config.json beside them or one folder "
-                    "up). The [download] entries fetch a published Lyra from Hugging Face into "
-                    "models/lyra/<owner>_<name>/ (honours HF_HUB_OFFLINE): vae-lyra is SD1.5, the others SDXL.")}),
+                    "up). vae-lyra is SD1.5, the others SDXL. "
+                    + downloads.entries_tooltip("lyra", "The [download] entries fetch a published Lyra"))}),
             },
             "optional": {
                 "device": (list(DEVICES), {"default": DEVICE_DEFAULT, "tooltip": (
@@ -91,14 +91,12 @@ class LyraEncode:
 
     @classmethod
     def INPUT_TYPES(cls):
-        return {"required": {
-            "clip": ("CLIP", {"tooltip": "SD1.5 CLIP-L (from the checkpoint). No clip-skip: Lyra saw the last layer."}),
-            "t5": ("CLIP", {"tooltip": "t5-base text encoder: CLIPLoader with type stable_audio."}),
-            "lyra": (lyra_model.LYRA_TYPE, {"tooltip": "From Load Lyra (CLIP+T5 fusion)."}),
-            **lyra_model.encode_widgets(
-                t5_cut=", cut to 77 tokens", sample_note=" (what the author's code does)",
-                reconstruction="Lyra's reconstruction of CLIP (the author's behaviour). 0: plain CLIP conditioning"),
-        }}
+        return {"required": lyra_model.encode_inputs(
+            clip="SD1.5 CLIP-L (from the checkpoint). No clip-skip: Lyra saw the last layer.",
+            t5="t5-base text encoder: CLIPLoader with type stable_audio.",
+            lyra="From Load Lyra (CLIP+T5 fusion).",
+            t5_cut=", cut to 77 tokens", sample_note=" (what the author's code does)",
+            reconstruction="Lyra's reconstruction of CLIP (the author's behaviour). 0: plain CLIP conditioning")}
 
     RETURN_TYPES = ("CONDITIONING",)
     FUNCTION = "encode"
@@ -112,10 +110,7 @@ class LyraEncode:
             raise LyraInputError("lyra is an SDXL Lyra (CLIP-L + CLIP-G + flan-t5-xl); Lyra Encode is for SD1.5's "
                                  "vae-lyra. Use Lyra Encode SDXL with an SDXL checkpoint's CLIP and Load Lyra T5-XL.")
         config = module.config
-        if mode not in MODES:
-            raise LyraInputError(f"mode must be 'mean' or 'sample', got {mode!r}.")
-        if not 0.0 <= float(strength) <= 1.0:
-            raise LyraInputError(f"strength must be between 0 and 1, got {strength}.")
+        lyra_model.check_draw(mode, strength)
         lyra_inputs.check_clip(clip)
         lyra_inputs.check_t5(t5)
         conditioning = lyra_inputs.clip_conditioning(clip, text)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 
-from ..lyra import MODES, LyraInputError, transform_sdxl_conditioning
+from ..lyra import LyraInputError, transform_sdxl_conditioning
 from ..lyra.xl_spec import CLIP_PENULTIMATE
 from . import lyra_model, lyra_xl_inputs
 
@@ -26,13 +26,14 @@ class LyraEncodeSDXL:
 
     @classmethod
     def INPUT_TYPES(cls):
+        shared = lyra_model.encode_inputs(
+            clip="The SDXL checkpoint's CLIP (CLIP-L + CLIP-G).",
+            t5="flan-t5-xl from Load Lyra T5-XL (flan-t5-xl).",
+            lyra="An SDXL Lyra from Load Lyra (CLIP+T5 fusion).",
+            t5_cut="", sample_note="",
+            reconstruction="Lyra's reconstruction (the author's output). 0: the CLIP encode unchanged")
         return {"required": {
-            "clip": ("CLIP", {"tooltip": "The SDXL checkpoint's CLIP (CLIP-L + CLIP-G)."}),
-            "t5": ("CLIP", {"tooltip": "flan-t5-xl from Load Lyra T5-XL (flan-t5-xl)."}),
-            "lyra": (lyra_model.LYRA_TYPE, {"tooltip": "An SDXL Lyra from Load Lyra (CLIP+T5 fusion)."}),
-            **lyra_model.encode_widgets(
-                t5_cut="", sample_note="",
-                reconstruction="Lyra's reconstruction (the author's output). 0: the CLIP encode unchanged"),
+            **shared,
             "clip_layer": (list(lyra_xl_inputs.CLIP_LAYERS), {"default": "auto", "tooltip": (
                 "CLIP states Lyra reads. auto: what the model was trained on (Illustrious: stock SDXL "
                 "penultimate; vae-lyra-sdxl-t5xl and adaptive-cantor: last layer with the final LayerNorm). "
@@ -52,10 +53,7 @@ class LyraEncodeSDXL:
                                  "(CLIP-L + T5) with an SD1.5 model, or load an SDXL Lyra (e.g. "
                                  "AbstractPhil/vae-lyra-xl-adaptive-cantor-illustrious).")
         spec = model.spec
-        if mode not in MODES:
-            raise LyraInputError(f"mode must be 'mean' or 'sample', got {mode!r}.")
-        if not 0.0 <= float(strength) <= 1.0:
-            raise LyraInputError(f"strength must be between 0 and 1, got {strength}.")
+        lyra_model.check_draw(mode, strength)
         t5_width = spec.modality_dims[spec.t5_names[0]]
         lyra_xl_inputs.check_clip(clip)
         lyra_xl_inputs.check_t5(t5, t5_width)

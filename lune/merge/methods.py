@@ -188,10 +188,12 @@ def magnitude_vote(stack: torch.Tensor) -> torch.Tensor:
 
 
 def sign_count_vote(stack: torch.Tensor) -> torch.Tensor:
-    """γ = sgn Σ sgn τ̂ᵢ, as sgn(#positive − #negative)."""
-    positive = (stack > 0).sum(0, dtype=torch.int32)
-    positive.sub_((stack < 0).sum(0, dtype=torch.int32))
-    return torch.sign(positive).to(ACCUMULATION_DTYPE)
+    """γ = sgn Σ sgn τ̂ᵢ (a float64 sum of ±1/0 terms, exact), one model at a time: a reduction over the whole
+    stack would first make an N × len temporary (bool, then int32) as large as half the stack."""
+    total = torch.zeros(stack.shape[1], dtype=ACCUMULATION_DTYPE)
+    for row in stack:
+        total.add_(torch.sign(row))
+    return total.sign_()
 
 
 def apply_filter(stack: torch.Tensor, gamma: torch.Tensor) -> None:
@@ -215,8 +217,10 @@ def _mean(stack: torch.Tensor, ctx: KeyContext) -> torch.Tensor:
 
 
 def _disjoint_mean(stack: torch.Tensor, ctx: KeyContext) -> torch.Tensor:
-    agreeing = (stack != 0).sum(0, dtype=torch.int32).clamp_(min=1)
-    return stack.sum(0).div_(agreeing)
+    agreeing = torch.zeros(stack.shape[1], dtype=ACCUMULATION_DTYPE)
+    for row in stack:  # one model at a time, as in sign_count_vote (no N × len temporary)
+        agreeing.add_(row != 0)
+    return stack.sum(0).div_(agreeing.clamp_(min=1))
 
 
 def output_spacing(magnitude: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
@@ -230,7 +234,8 @@ def _gram_accumulate(stack: torch.Tensor, base: torch.Tensor, ctx: KeyContext) -
     gram = stack @ stack.t()
     ctx.cache["gram"] = gram if "gram" not in ctx.cache else ctx.cache["gram"].add_(gram)
     if ctx.params.stop == "precision":
-        reach = stack.abs().amax(0).mul_(abs(ctx.params.strength))  # the most λ·mₑ can be, in size
+        # the most λ·mₑ can be, in size: max |xᵢₑ| as max(max xᵢₑ, −min xᵢₑ), without an N × len |stack| temporary
+        reach = torch.maximum(stack.amax(0), stack.amin(0).neg_()).mul_(abs(ctx.params.strength))
         low = (base.abs() - reach).clamp_(min=0)
         tolerance = output_spacing(low, ctx.out_dtype).div_(2).div_(reach)  # x/0 = inf: element cannot move
         ctx.cache["tolerance"] = min(ctx.cache.get("tolerance", math.inf), float(tolerance.min()))

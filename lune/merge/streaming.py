@@ -137,10 +137,11 @@ base: SafetensorsSource, models: Sequence[SafetensorsSource],
 
 
 def chunk_length(numel: int, count: int, stored_size: int, budget: int) -> int:
-    """Elements per chunk so that a chunk's memory fits ``budget``: the float64 N × len stack, θ₀ and two result
-    rows, and the stored tensors of this chunk and of the next one (read ahead). Whole key when it fits; else a
-    multiple of the dropout-mask block."""
-    per_element = (count + 3) * 8 + 2 * (count + 1) * stored_size
+    """Elements per chunk so that a chunk's memory fits ``budget``: the float64 N × len stack, θ₀, four float64
+    rows of working space (vote and count, the result and its cast, the precision rule's bounds; the methods never
+    make an N × len temporary) and the stored tensors of this chunk and of the next one (read ahead). Whole key
+    when it fits; else a multiple of the dropout-mask block."""
+    per_element = (count + 5) * 8 + 2 * (count + 1) * stored_size
     length = max(1, budget // per_element)
     if length >= numel:
         return max(numel, 1)
@@ -252,8 +253,12 @@ class _Stack:
 
     def view(self, rows: int, length: int) -> torch.Tensor:
         if self.buffer.numel() < rows * length:
+            self.release()  # the old buffer goes before the new one comes
             self.buffer = torch.empty(rows * length, dtype=ACCUMULATION_DTYPE)
         return self.buffer[: rows * length].view(rows, length)
+
+    def release(self) -> None:
+        self.buffer = torch.empty(0, dtype=ACCUMULATION_DTYPE)
 
 
 def _run(plan: Plan, base: SafetensorsSource, models: list[SafetensorsSource], donor: SafetensorsSource | None,
@@ -359,6 +364,7 @@ def _merge_key(ctx: KeyContext, method: Method, chunks: list[tuple[int, int]], r
                models: list[SafetensorsSource], eta: _Eta, work: dict) -> None:
     single = len(chunks) == 1
     if not single and method.transform is not None and method.transform.prepare is not None:
+        stack.release()  # the whole-tensor step holds whole float64 tensors: not beside the budget-sized stack
         _prepare(ctx, method, models, base)
     aggregate = method.aggregate
     kept = None

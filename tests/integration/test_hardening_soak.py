@@ -1,7 +1,12 @@
 """Soak: 50 sequential prompts in one ComfyUI server mixing the four formats, the three variants, Lyra, the
 sampler adapter, LuneShift and a pickle named .safetensors (read through an open file, no temp alias). All succeed;
-the server's RSS after a 10-prompt warm-up grows by at most 10 %; no temp files are left behind; every model
-file is untouched.
+the server's RSS at the end is at most 10 % above the highest RSS of the two-cycle (20-prompt) warm-up; no temp
+files are left behind; every model file is untouched.
+
+The baseline is the warm-up's peak, not one sample at its end: the allocator returns freed pages to the system at
+unpredictable moments (measured on 0.28.2: 2065 MiB at prompt 8, 1705 MiB at prompt 9, a plateau of 2190 MiB from
+prompt 17 on), so a single sample can sit hundreds of MiB below the level the server settles at. A leak grows
+past the peak cycle after cycle; a plateau does not.
 
 The server is a dedicated one over its own base directory (same fixture files), so that its RSS, its temp
 dirs (``TMPDIR`` pointed at a private folder) and its models/ tree are attributable to the soak alone.
@@ -33,7 +38,7 @@ from testbed.hardening import (
 pytestmark = [pytest.mark.comfy, pytest.mark.slow]
 
 PROMPTS = 50
-WARMUP = 10
+WARMUP = 20  # two cycles: every code path has run twice, the allocator has reached its working level
 MAX_RSS_GROWTH = 0.10
 SINGLE, DIFFUSERS = "lune_tiny_single.safetensors", "lune_tiny_diffusers/unet/diffusion_pytorch_model.safetensors"
 TRAIN, BARE, RENAMED = "lune_tiny_train.pt", "lune_tiny_bare.safetensors", "sd15-flow-lune_really_a_ckpt.safetensors"
@@ -62,7 +67,7 @@ def _lyra(seed, mode="mean", strength=1.0):
     return g
 
 
-CYCLE = [  # one full cycle = the warm-up, so every code path has run before RSS is measured
+CYCLE = [  # every code path of the soak; the warm-up runs it twice before RSS is judged
     lambda s: _txt(SINGLE, s, variant="lune", latent_mode="variant default"),
     lambda s: _txt(DIFFUSERS, s, variant="lune-flux", sampler="lune_euler", scheduler="lune_flow", donor=True),
     lambda s: _txt(TRAIN, s, variant="sol", sampler="lune_euler", scheduler="lune_flow", donor=True,
@@ -119,13 +124,13 @@ def test_soak_50_prompts(soak_base: Path):
             assert images and (soak_base / "output" / images[0]["filename"]).is_file(), f"prompt {i}: no image"
             rss.append(rss_kb(pid))
         elapsed = time.perf_counter() - started
-        warm, final, peak = rss[WARMUP], rss[-1], max(rss[WARMUP:])
+        warm, final, peak = max(rss[:WARMUP + 1]), rss[-1], max(rss[WARMUP:])
         growth = (final - warm) / warm
         print(f"\n[soak] {PROMPTS} prompts in {elapsed:.1f} s ({elapsed / PROMPTS:.2f} s/prompt); RSS MiB: "
-              f"boot {rss[0] / 1024:.0f}, after warm-up ({WARMUP}) {warm / 1024:.0f}, peak {peak / 1024:.0f}, "
-              f"final {final / 1024:.0f}; growth after warm-up {100 * growth:+.1f} %")
+              f"boot {rss[0] / 1024:.0f}, warm-up ({WARMUP}) peak {warm / 1024:.0f}, peak {peak / 1024:.0f}, "
+              f"final {final / 1024:.0f}; final vs warm-up peak {100 * growth:+.1f} %")
         print("[soak] RSS per prompt (MiB): " + " ".join(f"{r / 1024:.0f}" for r in rss))
-        assert growth <= MAX_RSS_GROWTH, f"RSS grew {100 * growth:.1f} % after the warm-up"
+        assert growth <= MAX_RSS_GROWTH, f"RSS ended {100 * growth:.1f} % above the warm-up's peak"
 
         log = server.log_text()
         assert "is really a PyTorch pickle" in log, "the renamed pickle was not sniffed as a pickle"
