@@ -1,6 +1,6 @@
 """Merge wall time and peak memory: the pack's streaming merge beside sd-mecha on the same inputs and recipe.
 
-    flock /tmp/lune-heavy.lock python -m bench.merge_speed [--quick]
+    flock /tmp/lune-heavy.lock python -m bench.merge_speed [--quick] [--delete-fixtures]
 
 sd-mecha (https://github.com/ljleb/sd-mecha, 1.1.8) is installed for this benchmark only, never a dependency of the
 pack: ``python -m pip install sd-mecha==1.1.8`` into the benchmark's Python (it pulls scipy, fuzzywuzzy,
@@ -55,6 +55,17 @@ def fixture_paths(count: int) -> tuple[str, list[str]]:
     distinct = min(count, int(os.environ.get("LUNE_BENCH_MERGE_DISTINCT", "8")))
     models = [str(build_sd15_single_file(SIZE, seed)) for seed in range(1, distinct + 1)]
     return str(build_sd15_single_file(SIZE, 0)), (models * ((count + distinct - 1) // distinct))[:count]
+
+
+def delete_fixtures(count: int) -> None:
+    """Remove the single-file fixtures ``fixture_paths(count)`` builds (each its own cache folder)."""
+    from testbed.fixtures.sd15_single_files import single_file_cache_folder
+
+    for seed in range(min(count, int(os.environ.get("LUNE_BENCH_MERGE_DISTINCT", "8"))) + 1):
+        folder = single_file_cache_folder(SIZE, seed)
+        if folder.exists():
+            print(f"deleting the benchmark fixture {folder}", flush=True)
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def current_rss() -> int:
@@ -183,6 +194,8 @@ def main(argv: list[str]) -> int:
             report(done, base, time.perf_counter() - started)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+        if "--delete-fixtures" in argv:
+            delete_fixtures(max(counts))
     return 0
 
 
