@@ -16,7 +16,6 @@ lune_frontend.png (a loaded template plus a shift-3 plot) and lune_frontend_zh.p
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -28,14 +27,12 @@ from PIL import Image, ImageChops
 from tools import build_workflows
 from importlib.metadata import PackageNotFoundError, version
 
-from testbed.env import ENV_DIR, PACK_DIR, PACK_NODE_DIR_NAME, comfyui_path, comfyui_version, make_base_dir
+from testbed.env import PACK_DIR, PACK_NODE_DIR_NAME, comfyui_path, comfyui_version, make_base_dir
 from testbed.server import ComfyServer
 from testbed.ui_workflow import VIRTUAL_NODES
 
 pytestmark = [pytest.mark.browser, pytest.mark.comfy]
 
-CHROMIUM = Path("/usr/bin/chromium")
-PLAYWRIGHT = ENV_DIR / "node" / "node_modules" / "playwright-core"
 DRIVER = Path(__file__).with_name("frontend.cjs")
 ARTIFACTS = PACK_DIR / "artifacts" / "browser" / f"comfyui-{comfyui_version()}"  # one folder per ComfyUI version
 SCREENSHOT = ARTIFACTS / "lune_frontend.png"
@@ -74,20 +71,8 @@ def _types(name: str) -> set[str]:
     return {n["type"] for n in json.loads((build_workflows.WORKFLOWS_DIR / f"{name}.json").read_text())["nodes"]}
 
 
-def _require_browser():
-    missing = [str(p) for p in (CHROMIUM, PLAYWRIGHT) if not p.exists()]
-    if shutil.which("node") is None:
-        missing.append("node")
-    if missing:
-        msg = f"browser test bed missing ({', '.join(missing)}): run `bash tests/browser/provision_browser.sh`"
-        if os.environ.get("CI"):
-            pytest.fail(msg)
-        pytest.skip(msg)
-
-
 @pytest.fixture(scope="module")
-def frontend_run(tmp_path_factory):
-    _require_browser()
+def frontend_run(tmp_path_factory, browser_bed):
     base = make_base_dir(tmp_path_factory.mktemp("browser-comfy-base"))
     example = comfyui_path() / "input" / build_workflows.EXAMPLE_IMAGE  # what lune_img2img's Load Image shows
     if example.is_file():
@@ -103,7 +88,7 @@ def frontend_run(tmp_path_factory):
         server.wait_ready()
         object_info = server.get("/object_info")
         config = {
-            "url": server.url, "playwright": str(PLAYWRIGHT), "chromium": str(CHROMIUM), "pack": PACK_NODE_DIR_NAME,
+            "url": server.url, **browser_bed, "pack": PACK_NODE_DIR_NAME,
             "templates": {name: _node_count(name) for name in sorted(build_workflows.WORKFLOWS)},
             "out_dir": str(out), "screenshot": str(SCREENSHOT), "final_template": FINAL_TEMPLATE,
             "zh": {"workflow": str(build_workflows.WORKFLOWS_DIR / f"{FINAL_TEMPLATE}.json"),

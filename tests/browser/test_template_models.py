@@ -12,21 +12,17 @@ them, failed on CI.
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 
 from tools import build_workflows
-from testbed.env import ENV_DIR, PACK_DIR, PACK_NODE_DIR_NAME, make_base_dir
+from testbed.env import PACK_DIR, PACK_NODE_DIR_NAME, make_base_dir
 from testbed.server import ComfyServer
 
 pytestmark = [pytest.mark.browser, pytest.mark.comfy]
 
-CHROMIUM = Path("/usr/bin/chromium")
-PLAYWRIGHT = ENV_DIR / "node" / "node_modules" / "playwright-core"
 DRIVER = Path(__file__).with_name("template_models.cjs")
 ARTIFACTS = PACK_DIR / "artifacts" / "browser"
 TEMPLATES = ("lune_lyra", "lune_flux_txt2img")
@@ -35,20 +31,8 @@ PACK_LOADER_WIDGETS = {"LuneModelLoader": {"model_name", "clip_vae_from"}, "Lyra
                        "LuneCheckpointLoader": {"ckpt_name"}}
 
 
-def _require_browser():
-    missing = [str(p) for p in (CHROMIUM, PLAYWRIGHT) if not p.exists()]
-    if shutil.which("node") is None:
-        missing.append("node")
-    if missing:
-        msg = f"browser test bed missing ({', '.join(missing)}): run `bash tests/browser/provision_browser.sh`"
-        if os.environ.get("CI"):
-            pytest.fail(msg)
-        pytest.skip(msg)
-
-
 @pytest.fixture(scope="module")
-def opened(tmp_path_factory):
-    _require_browser()
+def opened(tmp_path_factory, browser_bed):
     base = make_base_dir(tmp_path_factory.mktemp("template-models-base"))
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     server = ComfyServer(base)
@@ -57,8 +41,8 @@ def opened(tmp_path_factory):
         info = server.get("/object_info")
         counts = {name: len(json.loads((build_workflows.WORKFLOWS_DIR / f"{name}.json").read_text())["nodes"])
                   for name in TEMPLATES}
-        config = {"url": server.url, "playwright": str(PLAYWRIGHT), "chromium": str(CHROMIUM),
-                  "pack": PACK_NODE_DIR_NAME, "templates": counts, "out_dir": str(ARTIFACTS)}
+        config = {"url": server.url, **browser_bed, "pack": PACK_NODE_DIR_NAME, "templates": counts,
+                  "out_dir": str(ARTIFACTS)}
         (ARTIFACTS / "template_models_config.json").write_text(json.dumps(config))
         proc = subprocess.run(["node", str(DRIVER), str(ARTIFACTS / "template_models_config.json")],
                               capture_output=True, text=True, timeout=600)
