@@ -16,13 +16,31 @@ PACK_DIR = Path(__file__).resolve().parents[1]
 RESULTS_DIR = PACK_DIR / "bench" / "results"
 
 
-def peak_rss_bytes() -> int:
-    """This process's peak resident set (VmHWM), in bytes."""
+def status_bytes(field: str) -> int:
+    """A memory field of /proc/self/status (VmRSS, VmHWM, RssAnon, …), in bytes (Linux)."""
     with open("/proc/self/status") as f:
         for line in f:
-            if line.startswith("VmHWM:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1]) * 1024
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    raise RuntimeError(f"{field} not in /proc/self/status")
+
+
+def peak_rss_bytes() -> int:
+    """This process's peak resident set (VmHWM), in bytes."""
+    try:
+        return status_bytes("VmHWM")
+    except (OSError, RuntimeError):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def reset_rss_peak() -> int:
+    """Reset VmHWM to the current VmRSS (Linux >= 4.0: write 5 to /proc/self/clear_refs); returns VmRSS in bytes."""
+    import gc
+
+    gc.collect()
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+    return status_bytes("VmRSS")
 
 
 def child_report(**values) -> None:
@@ -76,6 +94,15 @@ def bench_parser(doc: str, runs: int):
     parser.add_argument("--runs", type=int, default=runs)
     parser.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch's default)")
     return parser
+
+
+def command_line(module: str, parser, args) -> str:
+    """``python -m <module>`` with the options of ``args`` that differ from ``parser``'s defaults (options that take
+    a value), as a Markdown code span: the command that reproduces a result table."""
+    defaults = vars(parser.parse_args([]))
+    options = "".join(f" --{name.replace('_', '-')} {value}" for name, value in vars(args).items()
+                      if value != defaults.get(name))
+    return f"`python -m {module}{options}`"
 
 
 def apply_common_args(args) -> None:
@@ -137,3 +164,10 @@ def publish(name: str, text: str) -> int:
     print(text)
     print(f"written to {write_results(name, text)}")
     return 0
+
+
+def publish_lines(name: str, lines: list[str]) -> str:
+    """``publish`` the Markdown made of ``lines``; returns that Markdown."""
+    markdown = "\n".join(lines) + "\n"
+    publish(name, markdown)
+    return markdown

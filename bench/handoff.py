@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from bench.common import apply_common_args, bench_parser, boot_comfy, machine_line, median, publish
+from bench.common import apply_common_args, bench_parser, boot_comfy, command_line, machine_line, median, publish_lines
 
 TARGET = 1.05
 SCALE, SIZE = 1.5, 256
@@ -88,13 +88,9 @@ def main(argv: list[str] | None = None) -> str:
         "",
         f"Worst ratio **{worst:.3f}**: {verdict} the target ≤ {TARGET}.",
         "",
-        "Command: `python -m bench.handoff" + (f" --runs {args.runs}" if args.runs != 3 else "")
-        + (f" --batch {args.batch}" if args.batch != 6 else "")
-        + (f" --threads {args.threads}" if args.threads else "") + "`",
+        "Command: " + command_line("bench.handoff", parser, args),
     ]
-    markdown = "\n".join(lines) + "\n"
-    publish("handoff", markdown)
-    return markdown
+    return publish_lines("handoff", lines)
 
 
 if __name__ == "__main__":

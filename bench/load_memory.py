@@ -16,12 +16,21 @@ which only the pack reads, ≤ 1.3 × the UNet's fp32 bytes in peak RssAnon.
 """
 from __future__ import annotations
 
-import gc
 import sys
 import threading
 import time
 
-from .common import child_report, gib, machine_line, publish, run_child, run_loader, version_envs
+from .common import (
+    child_report,
+    gib,
+    machine_line,
+    publish,
+    reset_rss_peak,
+    run_child,
+    run_loader,
+    status_bytes,
+    version_envs,
+)
 
 TARGET = 1.3
 REPEATS = 1
@@ -29,24 +38,16 @@ FORMATS = ("single_file", "diffusers", "training_state", "bare_diffusers")
 STOCK_LOADER = {"single_file": "CheckpointLoaderSimple", "diffusers": "UNETLoader", "bare_diffusers": "UNETLoader"}
 
 
-def _status_kib(field: str) -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise RuntimeError(f"{field} not in /proc/self/status")
-
-
 class AnonPeak:
     """Highest RssAnon seen while running (sampled every ``interval`` seconds by a daemon thread)."""
 
     def __init__(self, interval: float = 0.001):
-        self.interval, self.peak, self._stop = interval, _status_kib("RssAnon") * 1024, threading.Event()
+        self.interval, self.peak, self._stop = interval, status_bytes("RssAnon"), threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            self.peak = max(self.peak, _status_kib("RssAnon") * 1024)
+            self.peak = max(self.peak, status_bytes("RssAnon"))
             time.sleep(self.interval)
 
     def __enter__(self):
@@ -56,15 +57,7 @@ class AnonPeak:
     def __exit__(self, *exc):
         self._stop.set()
         self._thread.join()
-        self.peak = max(self.peak, _status_kib("RssAnon") * 1024)
-
-
-def _reset_rss_peak() -> int:
-    """Reset VmHWM to the current VmRSS (Linux ≥ 4.0); returns the current resident bytes."""
-    gc.collect()
-    with open("/proc/self/clear_refs", "w") as f:
-        f.write("5")
-    return _status_kib("VmRSS") * 1024
+        self.peak = max(self.peak, status_bytes("RssAnon"))
 
 
 def _first_unet_call(patcher) -> None:
@@ -79,8 +72,8 @@ def child(loader: str, fmt: str) -> None:
     from .comfy_child import boot_with_full_models
 
     comfy, names = boot_with_full_models()
-    base_rss = _reset_rss_peak()
-    base_anon = _status_kib("RssAnon") * 1024
+    base_rss = reset_rss_peak()
+    base_anon = status_bytes("RssAnon")
     start = time.perf_counter()
     with AnonPeak() as anon:
         out = run_loader(comfy.nodes, loader, names[fmt])
@@ -89,7 +82,7 @@ def child(loader: str, fmt: str) -> None:
     unet = out[0].model.diffusion_model
     import comfyui_version
 
-    child_report(load_seconds=load_seconds, base_rss=base_rss, peak_rss=_status_kib("VmHWM") * 1024,
+    child_report(load_seconds=load_seconds, base_rss=base_rss, peak_rss=status_bytes("VmHWM"),
                  base_anon=base_anon, peak_anon=anon.peak, version=comfyui_version.__version__,
                  unet_fp32_bytes=sum(p.numel() for p in unet.parameters()) * 4)
 

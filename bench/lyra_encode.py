@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from bench.common import apply_common_args, bench_parser, boot_comfy, machine_line, median, publish
+from bench.common import apply_common_args, bench_parser, boot_comfy, command_line, machine_line, median, publish_lines
 
 PROMPT = "a watercolor painting of a lighthouse on a cliff at dusk, soft light, seagulls, dramatic clouds"
 TARGET = 0.25
@@ -115,12 +115,9 @@ def main(argv: list[str] | None = None) -> str:
         f"Ratio Lyra (mean) / T5 = **{ratio:.3f}** (ratio of medians; per-round ratios "
         f"{round_ratios[0]:.3f}–{round_ratios[-1]:.3f}): {verdict} the target ≤ {TARGET}.",
         "",
-        "Command: `python -m bench.lyra_encode" + (f" --runs {args.runs}" if args.runs != 7 else "")
-        + (f" --threads {args.threads}" if args.threads else "") + "`",
+        "Command: " + command_line("bench.lyra_encode", parser, args),
     ]
-    markdown = "\n".join(lines) + "\n"
-    publish("lyra_encode", markdown)
-    return markdown
+    return publish_lines("lyra_encode", lines)
 
 
 if __name__ == "__main__":

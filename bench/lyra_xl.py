@@ -24,38 +24,26 @@ from pathlib import Path
 
 import torch
 
-from bench.common import apply_common_args, bench_parser, boot_comfy, gib, machine_line, median, publish
+from bench.common import (
+    apply_common_args,
+    bench_parser,
+    boot_comfy,
+    command_line,
+    gib,
+    machine_line,
+    median,
+    peak_rss_bytes,
+    publish_lines,
+    reset_rss_peak,
+    status_bytes,
+)
 
 PROMPT = "a watercolor painting of a lighthouse on a cliff at dusk, soft light, seagulls, dramatic clouds"
 
 
-def _rss() -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    return 0
-
-
-def _hwm() -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-    return 0
-
-
-def _reset_hwm() -> None:
-    """Reset VmHWM to the current RSS (Linux: write 5 to /proc/self/clear_refs)."""
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-    except OSError:
-        pass
-
-
 def main(argv: list[str] | None = None) -> str:
-    args = bench_parser(__doc__, runs=5).parse_args(argv)
+    parser = bench_parser(__doc__, runs=5)
+    args = parser.parse_args(argv)
     apply_common_args(args)
 
     from testbed.env import place_model
@@ -78,14 +66,13 @@ def main(argv: list[str] | None = None) -> str:
         loader = nodes.NODE_CLASS_MAPPINGS["LyraLoader"]()
         loaded = {}
         for kind, (name, size) in names.items():
-            before = _rss()
-            _reset_hwm()
+            before = reset_rss_peak()
             start = time.perf_counter()
             patcher = loader.load(name, device="cpu")[0]
             vae = pack.lyra_model.ready(patcher)
             seconds = time.perf_counter() - start
             params = sum(p.numel() for p in vae.parameters())
-            rows.append((kind, name, size, params, seconds, _hwm() - before, _rss() - before))
+            rows.append((kind, name, size, params, seconds, peak_rss_bytes() - before, status_bytes("VmRSS") - before))
             loaded[kind] = patcher
         ckpt = place_model(comfy.base_dir, "checkpoints", build_sdxl_fixture(None).single_file, "sdxl.safetensors")
         clip = nodes.CheckpointLoaderSimple().load_checkpoint(ckpt)[1]
@@ -132,12 +119,9 @@ def main(argv: list[str] | None = None) -> str:
         "",
         "Not included: the flan-t5-xl encode (1.2 B params, ComfyUI's T5), which dominates Lyra Encode SDXL on CPU.",
         "",
-        "Command: `python -m bench.lyra_xl" + (f" --runs {args.runs}" if args.runs != 5 else "")
-        + (f" --threads {args.threads}" if args.threads else "") + "`",
+        "Command: " + command_line("bench.lyra_xl", parser, args),
     ]
-    markdown = "\n".join(lines) + "\n"
-    publish("lyra_xl", markdown)
-    return markdown
+    return publish_lines("lyra_xl", lines)
 
 
 if __name__ == "__main__":

@@ -35,7 +35,7 @@ import sys
 import tempfile
 import time
 
-from .common import child_report, gib, machine_line, publish, run_child
+from .common import child_report, gib, machine_line, publish, run_child, status_bytes
 
 TARGET_BYTES = 3 * 10**9
 COUNTS = (4, 8)
@@ -66,11 +66,6 @@ def delete_fixtures(count: int) -> None:
         if folder.exists():
             print(f"deleting the benchmark fixture {folder}", flush=True)
             shutil.rmtree(folder, ignore_errors=True)
-
-
-def current_rss() -> int:
-    with open("/proc/self/status") as f:
-        return next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmRSS:"))
 
 
 def pack_params(method: str, default: bool = False):
@@ -111,7 +106,7 @@ def child(impl: str, method: str, count: int, out: str) -> None:
         import sd_mecha
 
         recipe = mecha_recipe(method, base, models)
-        before = current_rss()
+        before = status_bytes("VmRSS")
         start = time.perf_counter()
         sd_mecha.merge(recipe, output=out, merge_dtype=torch.float64, output_dtype=torch.float16,
                        merge_device="cpu", output_device="cpu", threads=2)
@@ -119,7 +114,7 @@ def child(impl: str, method: str, count: int, out: str) -> None:
         from comfyui_lune.lune.merge import merge_models
 
         params = pack_params(method, default=impl == "default")
-        before = current_rss()
+        before = status_bytes("VmRSS")
         start = time.perf_counter()
         merge_models(base, models, out, params)
     child_report(pre_merge_rss=before, seconds=time.perf_counter() - start)
